@@ -918,32 +918,29 @@ token_key_try_read_value(struct token_key *key, CK_RV *rvout)
 	struct token_session *s;
 	CK_OBJECT_HANDLE h;
 	uint8_t buf[KEYS_ATTR_MAX];
-	CK_ATTRIBUTE a[] = {
-		{ CKA_VALUE, buf, sizeof(buf) },
-		{ CKA_PRIVATE_EXPONENT, buf, sizeof(buf) },
-	};
+	/* The attribute that holds the secret, per key type. */
+	CK_ATTRIBUTE a = { CKA_VALUE, buf, sizeof(buf) };
 	CK_RV rv;
-	int ret, i;
+	int ret;
 
 	*rvout = CKR_OK;
+	if (key->k_type == TOKEN_KEY_RSA_2048 ||
+	    key->k_type == TOKEN_KEY_RSA_3072 ||
+	    key->k_type == TOKEN_KEY_RSA_4096)
+		a.type = CKA_PRIVATE_EXPONENT;
 	if ((ret = token_session_get(tok, key, &s, &h)) != 0)
 		return ret;
-	ret = 0;
-	for (i = 0; i < 2; i++) {
-		rv = tok->tk_fl->C_GetAttributeValue(s->ts_handle, h, &a[i], 1);
-		if (rv == CKR_OK &&
-		    a[i].ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-			OPENSSL_cleanse(buf, sizeof(buf));
-			token_set_detail("the token revealed the private key");
-			*rvout = CKR_OK;
-			ret = 0;
-			goto out;
-		}
-		if (i == 0)
-			*rvout = rv;
+	rv = tok->tk_fl->C_GetAttributeValue(s->ts_handle, h, &a, 1);
+	if (rv == CKR_OK && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		token_set_detail("the token revealed the private key");
+		ret = 0;
+	} else {
+		token_set_detail("reading the private value: %s",
+		    token_ckr_name(rv));
 		ret = TOKEN_ERR_FAILED;
 	}
- out:
+	*rvout = rv;
 	token_session_put(tok, s, CKR_OK);
 	return ret;
 }

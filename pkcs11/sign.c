@@ -180,34 +180,62 @@ token_sign_session(struct token_key *key, CK_SESSION_HANDLE sh,
 	return ret;
 }
 
-int
-token_sign(struct token_key *key, const EVP_MD *md, const uint8_t *in,
-    size_t inlen, uint8_t *sig, size_t *siglen)
+static int
+token_sign_once(struct token_key *key, const EVP_MD *md, const uint8_t *in,
+    size_t inlen, uint8_t *sig, size_t *siglen, int *retry)
 {
 	struct token *tok = key->k_tok;
 	struct token_session *s;
 	CK_OBJECT_HANDLE priv;
+	size_t buflen = *siglen;
 	CK_RV rv;
 	int ret;
 
-	if (tok == NULL) {
-		token_set_detail("the key's token is closed");
-		return TOKEN_ERR_INVALID;
-	}
+	*retry = 0;
 	if ((ret = token_session_get(tok, key, &s, &priv)) != 0)
 		return ret;
 	token_call_begin(s, "C_Sign");
 	ret = token_sign_session(key, s->ts_handle, priv, md, in, inlen, sig,
 	    siglen, &rv);
 	token_call_end(s);
-	if (ret == TOKEN_ERR_FAILED && rv != CKR_OK)
+	if (ret == TOKEN_ERR_FAILED && rv != CKR_OK) {
 		ret = token_rv_error(tok, s, "C_Sign", rv);
+		*retry = ret == TOKEN_ERR_UNAVAILABLE &&
+		    token_rv_needs_recovery(rv);
+	}
 	if (token_session_put(tok, s, rv)) {
 		/* The watchdog already declared this call lost and took the
 		 * token down; a late answer does not bring it back. */
-		OPENSSL_cleanse(sig, *siglen);
+		OPENSSL_cleanse(sig, buflen);
 		token_set_detail("C_Sign exceeded the watchdog timeout");
 		ret = TOKEN_ERR_UNAVAILABLE;
+		*retry = 0;
 	}
+	if (ret != 0)
+		*siglen = buflen;
+	return ret;
+}
+
+/*
+ * A signature that failed because the token needs recovery is tried once
+ * more, after the recovery attempt it triggered: when the token answers
+ * again (and the key passed its self-test) the caller never sees the
+ * outage; when it does not, the caller gets "unavailable" within the
+ * acquire timeout.  No signature was produced by the failed call, so the
+ * retry cannot make two.
+ */
+int
+token_sign(struct token_key *key, const EVP_MD *md, const uint8_t *in,
+    size_t inlen, uint8_t *sig, size_t *siglen)
+{
+	int ret, retry;
+
+	if (key->k_tok == NULL) {
+		token_set_detail("the key's token is closed");
+		return TOKEN_ERR_INVALID;
+	}
+	ret = token_sign_once(key, md, in, inlen, sig, siglen, &retry);
+	if (ret != 0 && retry)
+		ret = token_sign_once(key, md, in, inlen, sig, siglen, &retry);
 	return ret;
 }

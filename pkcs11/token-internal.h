@@ -82,6 +82,7 @@ int		 token_session_get(struct token *tok, struct token_key *key,
 		    struct token_session **out, CK_OBJECT_HANDLE *handle);
 int		 token_session_put(struct token *tok, struct token_session *s,
 		    CK_RV last);
+int		 token_rv_needs_recovery(CK_RV rv);
 int		 token_rv_error(struct token *tok, struct token_session *s,
 		    const char *call, CK_RV rv);
 void		 token_call_begin(struct token_session *s, const char *name);

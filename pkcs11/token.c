@@ -67,7 +67,7 @@ token_timedwait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t at_ms)
  * device itself are gone.  CKR_GENERAL_ERROR is here too because SoftHSM2
  * answers it when its backing files vanish.
  */
-static int
+int
 token_rv_needs_recovery(CK_RV rv)
 {
 	switch (rv) {

@@ -151,8 +151,10 @@ void		 token_key_free(struct token_key *key);
 /* Signs a digest (ECDSA, RSA PKCS#1 v1.5 with the DigestInfo for md) or a
  * message (Ed25519, md must be NULL).  The signature is in the encoding X.509
  * uses: DER ECDSA-Sig-Value, PKCS#1 block, raw 64-byte Ed25519.  *siglen is
- * the buffer size on entry.  Returns 0, TOKEN_ERR_UNAVAILABLE (token down,
- * pool exhausted or call timed out), TOKEN_ERR_INVALID or TOKEN_ERR_FAILED. */
+ * the buffer size on entry.  A call that fails because the token needs
+ * recovery is retried once after one recovery attempt (which re-binds and
+ * self-tests the key).  Returns 0, TOKEN_ERR_UNAVAILABLE (token down, pool
+ * exhausted or call timed out), TOKEN_ERR_INVALID or TOKEN_ERR_FAILED. */
 int		 token_sign(struct token_key *key, const EVP_MD *md,
 		    const uint8_t *in, size_t inlen, uint8_t *sig, size_t *siglen);
 /* Largest signature token_sign can produce for this key. */

@@ -576,6 +576,12 @@ ceremony_main(int argc, char **argv)
 		log_warnx("root and intermediate need different subjects");
 		goto out;
 	}
+	if (c.intermediate_days > c.root_days) {
+		log_warnx("the intermediate (%ld days) would outlive the root "
+		    "(%ld days); shorten --intermediate-days",
+		    c.intermediate_days, c.root_days);
+		goto out;
+	}
 	if (stat(c.out_dir, &st) == -1 || !S_ISDIR(st.st_mode)) {
 		log_warnx("%s: not a directory", c.out_dir);
 		goto out;

@@ -33,6 +33,7 @@ struct ceremony {
 	const char	*module;
 	const char	*token_uri;
 	const char	*pin_file;
+	int		 pin_fd;
 	const char	*out_dir;
 	const char	*label_prefix;
 	const char	*root_key;
@@ -56,13 +57,14 @@ enum {
 	OPT_MODULE = 256, OPT_TOKEN, OPT_PIN_FILE, OPT_OUT, OPT_PREFIX,
 	OPT_ROOT_KEY, OPT_INT_KEY, OPT_AUDIT_KEY, OPT_ROOT_SUBJECT,
 	OPT_INT_SUBJECT, OPT_ROOT_DAYS, OPT_INT_DAYS, OPT_PERMIT_DNS,
-	OPT_PERMIT_URI, OPT_CONFIG, OPT_HELP,
+	OPT_PERMIT_URI, OPT_CONFIG, OPT_HELP, OPT_PIN_FD,
 };
 
 static const struct option ceremony_options[] = {
 	{ "module",		required_argument, NULL, OPT_MODULE },
 	{ "token",		required_argument, NULL, OPT_TOKEN },
 	{ "pin-file",		required_argument, NULL, OPT_PIN_FILE },
+	{ "pin-fd",		required_argument, NULL, OPT_PIN_FD },
 	{ "out",		required_argument, NULL, OPT_OUT },
 	{ "label-prefix",	required_argument, NULL, OPT_PREFIX },
 	{ "root-key",		required_argument, NULL, OPT_ROOT_KEY },
@@ -83,7 +85,7 @@ static void
 ceremony_usage(FILE *f)
 {
 	fprintf(f,
-"usage: hsmca ceremony --token URI --pin-file FILE [options]\n"
+"usage: hsmca ceremony --token URI --pin-file FILE|--pin-fd N [options]\n"
 "\n"
 "Generates in the token a root CA key, an issuing intermediate key and an\n"
 "audit-checkpoint key; writes the self-signed root and the intermediate\n"
@@ -92,6 +94,7 @@ ceremony_usage(FILE *f)
 "  --module PATH|NAME          PKCS#11 module file or p11-kit name [softhsm2]\n"
 "  --token URI                 pkcs11: URI naming exactly one token\n"
 "  --pin-file FILE             user PIN, mode 0600, one line\n"
+"  --pin-fd N                  read the user PIN from descriptor N instead\n"
 "  --out DIR                   where the PEM files go [.]\n"
 "  --label-prefix P            key labels P-root, P-intermediate, P-audit [hsmca]\n"
 "  --root-key TYPE             ec-p256 ec-p384 rsa-2048 rsa-3072 rsa-4096 [ec-p384]\n"
@@ -120,6 +123,14 @@ ceremony_set(struct ceremony *c, int opt, const char *value, char *errbuf,
 	case OPT_MODULE:	c->module = value; break;
 	case OPT_TOKEN:		c->token_uri = value; break;
 	case OPT_PIN_FILE:	c->pin_file = value; break;
+	case OPT_PIN_FD:
+		c->pin_fd = (int)cli_strtonum(value, 0, INT_MAX, &errstr);
+		if (errstr != NULL) {
+			snprintf(errbuf, errlen, "descriptor \"%s\" is %s",
+			    value, errstr);
+			return -1;
+		}
+		break;
 	case OPT_OUT:		c->out_dir = value; break;
 	case OPT_PREFIX:	c->label_prefix = value; break;
 	case OPT_ROOT_KEY:	c->root_key = value; break;
@@ -258,8 +269,7 @@ ceremony_add_ext(X509 *x, int nid, void *value, int critical)
  */
 static X509 *
 ceremony_build(X509_NAME *subject, EVP_PKEY *pub, X509 *issuer,
-    X509_NAME *issuer_name, EVP_PKEY *issuer_pub, long days, long pathlen,
-    const struct ceremony *c)
+    X509_NAME *issuer_name, long days, long pathlen, const struct ceremony *c)
 {
 	X509 *x = NULL;
 	BIGNUM *bn = NULL;
@@ -362,7 +372,6 @@ ceremony_build(X509_NAME *subject, EVP_PKEY *pub, X509 *issuer,
 		if (!ceremony_add_ext(x, NID_name_constraints, nc, 1))
 			goto out;
 	}
-	(void)issuer_pub;
 	ok = 1;
  out:
 	BN_free(bn);
@@ -501,6 +510,7 @@ ceremony_main(int argc, char **argv)
 	int ch, i, ret, status = 1, line;
 
 	memset(&c, 0, sizeof(c));
+	c.pin_fd = -1;
 	c.module = "softhsm2";
 	c.out_dir = ".";
 	c.label_prefix = "hsmca";
@@ -552,8 +562,9 @@ ceremony_main(int argc, char **argv)
 		log_warnx("unexpected argument \"%s\"", argv[optind]);
 		goto out;
 	}
-	if (c.token_uri == NULL || c.pin_file == NULL) {
-		log_warnx("--token and --pin-file are required");
+	if (c.token_uri == NULL || (c.pin_file == NULL) == (c.pin_fd < 0)) {
+		log_warnx("--token and one of --pin-file or --pin-fd are "
+		    "required");
 		ceremony_usage(stderr);
 		goto out;
 	}
@@ -597,7 +608,8 @@ ceremony_main(int argc, char **argv)
 		}
 	}
 
-	if ((ret = secret_read_file(c.pin_file, &pin)) != 0) {
+	if ((ret = c.pin_file != NULL ? secret_read_file(c.pin_file, &pin) :
+	    secret_read_fd(c.pin_fd, "PIN descriptor", &pin)) != 0) {
 		log_warnx("PIN: %s", token_error_detail());
 		goto out;
 	}
@@ -643,14 +655,13 @@ ceremony_main(int argc, char **argv)
 		goto out;
 
 	if ((rootcert = ceremony_build(rootdn, token_key_public(root), NULL,
-	    rootdn, token_key_public(root), c.root_days, -1, NULL)) == NULL ||
+	    rootdn, c.root_days, -1, NULL)) == NULL ||
 	    ceremony_sign(rootcert, root) != 0) {
 		log_warnx("root certificate not made");
 		goto out;
 	}
 	if ((intercert = ceremony_build(interdn, token_key_public(inter),
-	    rootcert, rootdn, token_key_public(root), c.intermediate_days, 0,
-	    &c)) == NULL || ceremony_sign(intercert, root) != 0) {
+	    rootcert, rootdn, c.intermediate_days, 0, &c)) == NULL || ceremony_sign(intercert, root) != 0) {
 		log_warnx("intermediate certificate not made");
 		goto out;
 	}

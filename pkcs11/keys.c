@@ -728,7 +728,7 @@ token_key_find(struct token *tok, const char *uristr, struct token_key **out)
 
 	if ((ret = token_session_get(tok, NULL, &s, NULL)) != 0)
 		goto out;
-	if ((rv = tok->tk_fl->C_GetTokenInfo(tok->tk_slot, &info)) != CKR_OK) {
+	if ((rv = tok->tk_fl->C_GetTokenInfo(token_slot(tok), &info)) != CKR_OK) {
 		ret = token_rv_error(tok, s, "C_GetTokenInfo", rv);
 		goto out;
 	}

@@ -32,7 +32,8 @@
 #define TOKEN_MAX_SLOTS			256
 
 static int	 token_find_slot(struct token *, CK_SLOT_ID *);
-static int	 token_login_session(struct token *, CK_SESSION_HANDLE);
+static int	 token_login_session(struct token *, CK_SLOT_ID,
+		    CK_SESSION_HANDLE);
 static void	 token_mark_down(struct token *, unsigned long, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
 
@@ -187,6 +188,7 @@ token_session_get(struct token *tok, struct token_key *key,
 	unsigned long generation = 0, target = 0;
 	uint64_t deadline;
 	CK_SESSION_HANDLE old = 0;
+	CK_SLOT_ID slot = 0;
 	int old_open = 0, ret = 0;
 	unsigned int i;
 	CK_RV rv;
@@ -258,6 +260,7 @@ token_session_get(struct token *tok, struct token_key *key,
 	}
 	s->ts_busy = 1;
 	generation = tok->tk_generation;
+	slot = tok->tk_slot;
 	if (s->ts_open && s->ts_generation != generation) {
 		old = s->ts_handle;
 		old_open = 1;
@@ -273,7 +276,7 @@ token_session_get(struct token *tok, struct token_key *key,
 		(void)tok->tk_fl->C_CloseSession(old);
 	if (!s->ts_open) {
 		token_call_begin(s, "C_OpenSession");
-		rv = token_open_session(tok, tok->tk_slot, &s->ts_handle);
+		rv = token_open_session(tok, slot, &s->ts_handle);
 		token_call_end(s);
 		if (rv != CKR_OK) {
 			s->ts_generation = generation;
@@ -525,7 +528,7 @@ token_open(const struct token_config *config, struct token **out)
  * without spending a try.
  */
 static int
-token_login_session(struct token *tok, CK_SESSION_HANDLE sh)
+token_login_session(struct token *tok, CK_SLOT_ID slot, CK_SESSION_HANDLE sh)
 {
 	CK_TOKEN_INFO info;
 	CK_RV rv;
@@ -539,7 +542,7 @@ token_login_session(struct token *tok, CK_SESSION_HANDLE sh)
 		token_set_detail("no PIN");
 		return TOKEN_ERR_NOT_LOGGED_IN;
 	}
-	if ((rv = tok->tk_fl->C_GetTokenInfo(tok->tk_slot, &info)) != CKR_OK)
+	if ((rv = tok->tk_fl->C_GetTokenInfo(slot, &info)) != CKR_OK)
 		return token_rv_error(tok, NULL, "C_GetTokenInfo", rv);
 	if (info.flags & CKF_USER_PIN_LOCKED) {
 		token_set_detail("the token reports the user PIN locked");
@@ -576,7 +579,9 @@ token_login_session(struct token *tok, CK_SESSION_HANDLE sh)
 int
 token_login(struct token *tok, struct secret *pin)
 {
-	int ret;
+	CK_SESSION_HANDLE sh;
+	CK_SLOT_ID slot;
+	int ret, open;
 
 	pthread_mutex_lock(&tok->tk_login_lock);
 	if (tok->tk_login_error != 0) {
@@ -589,11 +594,16 @@ token_login(struct token *tok, struct secret *pin)
 	secret_free(tok->tk_pin);
 	tok->tk_pin = pin;
 	pthread_rwlock_rdlock(&tok->tk_module_lock);
-	if (!tok->tk_login_session_open) {
-		token_set_detail("token unavailable: %s", tok->tk_down_reason);
+	pthread_mutex_lock(&tok->tk_lock);
+	open = tok->tk_login_session_open;
+	sh = tok->tk_login_session;
+	slot = tok->tk_slot;
+	pthread_mutex_unlock(&tok->tk_lock);
+	if (!open) {
+		token_set_detail("token unavailable; not logged in");
 		ret = TOKEN_ERR_UNAVAILABLE;
 	} else
-		ret = token_login_session(tok, tok->tk_login_session);
+		ret = token_login_session(tok, slot, sh);
 	pthread_rwlock_unlock(&tok->tk_module_lock);
  out:
 	pthread_mutex_unlock(&tok->tk_login_lock);
@@ -650,7 +660,6 @@ token_recover_attempt(struct token *tok)
 
 	if ((ret = token_find_slot(tok, &slot)) != 0)
 		return ret;
-	tok->tk_slot = slot;
 	if ((rv = token_open_session(tok, slot, &sh)) != CKR_OK) {
 		token_set_detail("C_OpenSession: %s", token_ckr_name(rv));
 		return TOKEN_ERR_UNAVAILABLE;
@@ -663,7 +672,7 @@ token_recover_attempt(struct token *tok)
 	if (si.state != CKS_RO_USER_FUNCTIONS &&
 	    si.state != CKS_RW_USER_FUNCTIONS) {
 		pthread_mutex_lock(&tok->tk_login_lock);
-		ret = token_login_session(tok, sh);
+		ret = token_login_session(tok, slot, sh);
 		pthread_mutex_unlock(&tok->tk_login_lock);
 		if (ret != 0)
 			goto fail;
@@ -686,6 +695,7 @@ token_recover_attempt(struct token *tok)
 	old_open = tok->tk_login_session_open;
 	tok->tk_login_session = sh;
 	tok->tk_login_session_open = 1;
+	tok->tk_slot = slot;
 	tok->tk_generation++;
 	for (key = tok->tk_keys, i = 0; key != NULL && i < nkeys;
 	    key = key->k_next, i++) {
@@ -929,7 +939,13 @@ token_functions(struct token *tok)
 CK_SLOT_ID
 token_slot(struct token *tok)
 {
-	return tok->tk_slot;
+	CK_SLOT_ID slot;
+
+	/* Recovery may move the token to another slot. */
+	pthread_mutex_lock(&tok->tk_lock);
+	slot = tok->tk_slot;
+	pthread_mutex_unlock(&tok->tk_lock);
+	return slot;
 }
 
 void

@@ -137,6 +137,12 @@ check "no key was made by the refused runs" sh -c \
 	"pkcs11-tool --module '$HSMCA_MODULE' --token-label ceremony -l --pin \$(cat '$HSMCA_PIN_FILE') -O --type privkey 2>/dev/null |
 	 grep -c 'Private Key Object' | grep -qx 6"
 check "and no file either" test -z "$(ls -A "$tap_tmp/out4")"
+mkdir "$tap_tmp/out5"
+check "the PIN can come from a descriptor" sh -c \
+	"'$HSMCA' ceremony --module '$HSMCA_MODULE' --token '$HSMCA_TOKEN_URI' \
+	 --pin-fd 3 --out '$tap_tmp/out5' --label-prefix fd 3< '$HSMCA_PIN_FILE'"
+check_fails "--pin-file and --pin-fd together are refused" "one of --pin-file or --pin-fd" \
+	cer --pin-file "$HSMCA_PIN_FILE" --pin-fd 0 --out "$tap_tmp/out5"
 check "hsmca --help lists ceremony" sh -c "'$HSMCA' --help | grep -q ceremony"
 check "hsmca ceremony --help" sh -c "'$HSMCA' ceremony --help | grep -q -- --pin-file"
 check_fails "unknown command" "unknown command" "$HSMCA" frobnicate

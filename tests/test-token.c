@@ -237,28 +237,37 @@ check_non_extractable(struct token_key *key)
 	assert_int_equal(rv, CKR_ATTRIBUTE_SENSITIVE);
 }
 
+static X509 *
+self_signed(EVP_PKEY *signer, EVP_PKEY *pub)
+{
+	X509 *x = X509_new();
+	X509_NAME *n = X509_NAME_new();
+
+	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
+	    (const unsigned char *)"bind test", -1, -1, 0);
+	X509_set_version(x, X509_VERSION_3);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
+	X509_set_subject_name(x, n);
+	X509_set_issuer_name(x, n);
+	X509_gmtime_adj(X509_getm_notBefore(x), 0);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pub);
+	assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
+	X509_NAME_free(n);
+	return x;
+}
+
 /* X509_sign with the token-backed EVP_PKEY: the path certificates take. */
 static void
 check_x509_sign(struct token_key *key)
 {
 	EVP_PKEY *pkey = NULL;
-	X509 *x = X509_new();
-	X509_NAME *n = X509_NAME_new();
+	X509 *x;
 
 	assert_int_equal(token_key_evp(key, &pkey), 0);
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"evp test", -1, -1, 0);
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 42);
-	X509_set_subject_name(x, n);
-	X509_set_issuer_name(x, n);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, token_key_public(key));
-	assert_true(X509_sign(x, pkey, EVP_sha256()) > 0);
+	x = self_signed(pkey, token_key_public(key));
 	assert_int_equal(X509_verify(x, token_key_public(key)), 1);
 	EVP_PKEY_free(pkey);
-	X509_NAME_free(n);
 	X509_free(x);
 }
 
@@ -381,26 +390,6 @@ test_ambiguous_key(void **state)
 	token_close(tok);
 }
 
-static X509 *
-self_signed(EVP_PKEY *signer, EVP_PKEY *pub)
-{
-	X509 *x = X509_new();
-	X509_NAME *n = X509_NAME_new();
-
-	X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
-	    (const unsigned char *)"bind test", -1, -1, 0);
-	X509_set_version(x, X509_VERSION_3);
-	ASN1_INTEGER_set(X509_get_serialNumber(x), 7);
-	X509_set_subject_name(x, n);
-	X509_set_issuer_name(x, n);
-	X509_gmtime_adj(X509_getm_notBefore(x), 0);
-	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
-	X509_set_pubkey(x, pub);
-	assert_true(X509_sign(x, signer, EVP_sha256()) > 0);
-	X509_NAME_free(n);
-	return x;
-}
-
 static void
 test_bind_cert(void **state)
 {
@@ -505,8 +494,10 @@ test_parallel_signing(void **state)
 		assert_int_equal(pthread_create(&th[i], NULL, par_main, &p[i]),
 		    0);
 	}
-	for (i = 0; i < PAR_THREADS; i++) {
+	/* Join every thread before asserting: they use p and key. */
+	for (i = 0; i < PAR_THREADS; i++)
 		pthread_join(th[i], NULL);
+	for (i = 0; i < PAR_THREADS; i++) {
 		assert_int_equal(p[i].failed, 0);
 		assert_int_equal(p[i].ok, PAR_SIGNS);
 	}

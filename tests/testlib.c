@@ -129,7 +129,10 @@ testlib_open(struct testtoken *t, const char *module, unsigned int pool,
 	tc.uri = t->uri;
 	tc.pool_size = pool;
 	tc.call_timeout_ms = call_timeout_ms;
-	tc.acquire_timeout_ms = 1500;
+	/* Under valgrind everything is tens of times slower. */
+	tc.acquire_timeout_ms = getenv("HSMCA_TEST_ACQUIRE_MS") != NULL ?
+	    (unsigned int)strtoul(getenv("HSMCA_TEST_ACQUIRE_MS"), NULL, 10) :
+	    1500;
 	if (token_open(&tc, &tok) != 0) {
 		fprintf(stderr, "token_open: %s\n", token_error_detail());
 		testlib_die("token_open");

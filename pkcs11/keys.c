@@ -674,6 +674,23 @@ token_get_label(struct token *tok, CK_SESSION_HANDLE sh, CK_OBJECT_HANDLE h,
 	return ret;
 }
 
+/* token_key_complete for a key found in the token, named by its label. */
+static int
+token_key_complete_labelled(struct token *tok, CK_SESSION_HANDLE sh,
+    CK_OBJECT_HANDLE priv, const uint8_t *id, size_t idlen,
+    EVP_PKEY *known_pub, struct token_key **out)
+{
+	char *label;
+	int ret;
+
+	if ((ret = token_get_label(tok, sh, priv, &label)) != 0)
+		return ret;
+	ret = token_key_complete(tok, sh, priv, id, idlen, label, known_pub,
+	    out);
+	free(label);
+	return ret;
+}
+
 int
 token_key_find(struct token *tok, const char *uristr, struct token_key **out)
 {
@@ -686,7 +703,6 @@ token_key_find(struct token *tok, const char *uristr, struct token_key **out)
 	struct token_session *s = NULL;
 	uint8_t *id = NULL;
 	size_t idlen;
-	char *label = NULL;
 	int ret;
 	CK_RV rv;
 
@@ -746,15 +762,12 @@ token_key_find(struct token *tok, const char *uristr, struct token_key **out)
 		ret = TOKEN_ERR_NO_KEY;
 		goto out;
 	}
-	if ((ret = token_get_label(tok, s->ts_handle, priv, &label)) != 0)
-		goto out;
-	ret = token_key_complete(tok, s->ts_handle, priv, id, idlen, label,
+	ret = token_key_complete_labelled(tok, s->ts_handle, priv, id, idlen,
 	    NULL, out);
  out:
 	if (s != NULL)
 		token_session_put(tok, s, CKR_OK);
 	free(id);
-	free(label);
 	p11_kit_uri_free(uri);
 	return ret;
 }
@@ -776,7 +789,6 @@ token_key_bind_cert(struct token *tok, X509 *cert, struct token_key **out)
 	struct token_session *s = NULL;
 	uint8_t *id = NULL, *cid;
 	size_t idlen = 0, cidlen;
-	char *label = NULL;
 	int ret;
 
 	*out = NULL;
@@ -854,16 +866,13 @@ token_key_bind_cert(struct token *tok, X509 *cert, struct token_key **out)
 	if ((ret = token_find_one_private(tok, s->ts_handle, ptmpl, 2,
 	    "the certificate's CKA_ID", &priv)) != 0)
 		goto out;
-	if ((ret = token_get_label(tok, s->ts_handle, priv, &label)) != 0)
-		goto out;
-	ret = token_key_complete(tok, s->ts_handle, priv, id, idlen, label,
+	ret = token_key_complete_labelled(tok, s->ts_handle, priv, id, idlen,
 	    certpub, out);
  out:
 	if (s != NULL)
 		token_session_put(tok, s, CKR_OK);
 	free(found);
 	free(id);
-	free(label);
 	return ret;
 }
 

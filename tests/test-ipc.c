@@ -22,6 +22,7 @@
 #include <openssl/x509v3.h>
 
 #include "ipc.h"
+#include "testlib.h"
 
 #define WINDOW_MS	30000
 
@@ -330,20 +331,6 @@ test_body_decode_strict(void **state)
 }
 
 static void
-write_key(const char *path, const char *content, mode_t mode)
-{
-	int fd;
-
-	unlink(path);
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, strlen(content)),
-	    (ssize_t)strlen(content));
-	close(fd);
-	assert_int_equal(chmod(path, mode), 0);
-}
-
-static void
 test_key_file(void **state)
 {
 	char dir[] = "/tmp/hsmca-ipc-XXXXXX", path[64];
@@ -354,17 +341,17 @@ test_key_file(void **state)
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof(path), "%s/mac.key", dir);
-	write_key(path, hex64, 0600);
+	testlib_write_file(path, hex64, 0600);
 	assert_int_equal(ipc_key_load(path, k), 0);
 	assert_int_equal(k[0], 0);
 	assert_int_equal(k[31], 0x1f);
-	write_key(path, hex64, 0640);
+	testlib_write_file(path, hex64, 0640);
 	assert_int_equal(ipc_key_load(path, k), IPC_ERR_KEY_FILE);
 	assert_non_null(strstr(ipc_error_detail(), "group or other"));
-	write_key(path, "0001", 0600);
+	testlib_write_file(path, "0001", 0600);
 	assert_int_equal(ipc_key_load(path, k), IPC_ERR_KEY_FILE);
 	assert_non_null(strstr(ipc_error_detail(), "expected 64 hex"));
-	write_key(path,
+	testlib_write_file(path,
 	    "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
 	    0600);
 	assert_int_equal(ipc_key_load(path, k), IPC_ERR_KEY_FILE);

@@ -115,20 +115,6 @@ test_uri_refusals(void **state)
 }
 
 static void
-write_file(const char *path, const char *content, mode_t mode)
-{
-	int fd;
-
-	unlink(path);
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, strlen(content)),
-	    (ssize_t)strlen(content));
-	close(fd);
-	assert_int_equal(chmod(path, mode), 0);
-}
-
-static void
 test_wrong_pin_never_retried(void **state)
 {
 	struct token *tok;
@@ -138,7 +124,7 @@ test_wrong_pin_never_retried(void **state)
 
 	(void)state;
 	snprintf(path, sizeof(path), "%s/wrong-pin", tt.dir);
-	write_file(path, "000000\n", 0600);
+	testlib_write_file(path, "000000\n", 0600);
 	tok = open_only(tt.module, tt.uri, &err);
 	assert_int_equal(err, 0);
 	assert_int_equal(secret_read_file(path, &pin), 0);
@@ -148,7 +134,7 @@ test_wrong_pin_never_retried(void **state)
 	/* Even the right PIN is not tried again by this process: a loop of
 	 * retries is how a real HSM gets locked. */
 	testlib_read_pin(tt.pinfile, good, sizeof(good));
-	write_file(path, good, 0600);
+	testlib_write_file(path, good, 0600);
 	assert_int_equal(secret_read_file(path, &pin), 0);
 	assert_int_equal(token_login(tok, pin), TOKEN_ERR_PIN_INCORRECT);
 	assert_non_null(strstr(token_error_detail(), "not retrying"));
@@ -166,23 +152,23 @@ test_pin_file_rules(void **state)
 	testlib_read_pin(tt.pinfile, good, sizeof(good));
 	snprintf(path, sizeof(path), "%s/pin-test", tt.dir);
 
-	write_file(path, good, 0644);
+	testlib_write_file(path, good, 0644);
 	assert_int_equal(secret_read_file(path, &pin), TOKEN_ERR_PIN_FILE);
 	assert_non_null(strstr(token_error_detail(), "group or other"));
 
-	write_file(path, good, 0640);
+	testlib_write_file(path, good, 0640);
 	assert_int_equal(secret_read_file(path, &pin), TOKEN_ERR_PIN_FILE);
 
-	write_file(path, "", 0600);
+	testlib_write_file(path, "", 0600);
 	assert_int_equal(secret_read_file(path, &pin), TOKEN_ERR_PIN_FILE);
 	assert_non_null(strstr(token_error_detail(), "empty"));
 
-	write_file(path, "12\n34\n", 0600);
+	testlib_write_file(path, "12\n34\n", 0600);
 	assert_int_equal(secret_read_file(path, &pin), TOKEN_ERR_PIN_FILE);
 
 	/* One trailing newline (or CRLF) is not part of the PIN. */
 	snprintf(withnl, sizeof(withnl), "%s\r\n", good);
-	write_file(path, withnl, 0600);
+	testlib_write_file(path, withnl, 0600);
 	assert_int_equal(secret_read_file(path, &pin), 0);
 	assert_int_equal(secret_len(pin), strlen(good));
 	assert_memory_equal(secret_data(pin), good, strlen(good));

@@ -1,5 +1,8 @@
 #include "config.h"
 
+#include <sys/stat.h>
+
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,4 +188,17 @@ testlib_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void
+testlib_write_file(const char *path, const char *content, mode_t mode)
+{
+	size_t len = strlen(content);
+	int fd;
+
+	unlink(path);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600)) == -1 ||
+	    write(fd, content, len) != (ssize_t)len || close(fd) != 0 ||
+	    chmod(path, mode) != 0)
+		testlib_die(path);
 }

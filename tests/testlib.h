@@ -5,6 +5,8 @@
 #ifndef HSMCA_TESTLIB_H
 #define HSMCA_TESTLIB_H
 
+#include <sys/types.h>
+
 #include <stddef.h>
 
 #include "token.h"
@@ -36,5 +38,7 @@ void	testlib_read_pin(const char *path, char *buf, size_t len);
  * signature, TOKEN_ERR_SELFTEST if it did not verify). */
 int	testlib_sign_verify(struct token_key *key);
 double	testlib_now(void);
+/* Replaces path with content and gives it mode (chmod, not umask). */
+void	testlib_write_file(const char *path, const char *content, mode_t mode);
 
 #endif

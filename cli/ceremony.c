@@ -420,7 +420,8 @@ ceremony_path(char *buf, size_t len, const char *dir, const char *name)
 	return 0;
 }
 
-/* Creates a new file (never replacing one) with PEM written by fn. */
+/* Creates a new file (never replacing one) holding the given certificates
+ * or public key as PEM, flushed to disk. */
 static int
 ceremony_write(const char *path, X509 *a, X509 *b, EVP_PKEY *pub)
 {

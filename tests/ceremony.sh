@@ -143,6 +143,11 @@ check "the PIN can come from a descriptor" sh -c \
 	 --pin-fd 3 --out '$tap_tmp/out5' --label-prefix fd 3< '$HSMCA_PIN_FILE'"
 check_fails "--pin-file and --pin-fd together are refused" "one of --pin-file or --pin-fd" \
 	cer --pin-file "$HSMCA_PIN_FILE" --pin-fd 0 --out "$tap_tmp/out5"
+pin=$(cat "$HSMCA_PIN_FILE")
+cp "$tap_tmp/all.log" "$tap_tmp/all-so-far.log"
+check "nothing any run printed or wrote holds the PIN" sh -c \
+	"test -s '$tap_tmp/all-so-far.log' &&
+	 ! grep -rqF '$pin' '$tap_tmp/all-so-far.log' '$tap_tmp'/out?"
 check "hsmca --help lists ceremony" sh -c "'$HSMCA' --help | grep -q ceremony"
 check "hsmca ceremony --help" sh -c "'$HSMCA' ceremony --help | grep -q -- --pin-file"
 check_fails "unknown command" "unknown command" "$HSMCA" frobnicate

@@ -21,11 +21,20 @@ skip() {
 	echo "ok $tap_n # SKIP $*"
 }
 
+# Every command's output is also kept in $tap_tmp/all.log, so a test can
+# look for what must never be printed.
+run_logged() {
+	"$@" >"$tap_tmp/out" 2>&1
+	rc=$?
+	cat "$tap_tmp/out" >> "$tap_tmp/all.log"
+	return $rc
+}
+
 # check DESCRIPTION COMMAND...: one test point from a command's status.
 check() {
 	desc=$1
 	shift
-	if "$@" >"$tap_tmp/out" 2>&1; then
+	if run_logged "$@"; then
 		ok "$desc"
 	else
 		not_ok "$desc"
@@ -39,7 +48,7 @@ check_fails() {
 	desc=$1
 	pattern=$2
 	shift 2
-	if "$@" >"$tap_tmp/out" 2>&1; then
+	if run_logged "$@"; then
 		not_ok "$desc (succeeded)"
 		sed 's/^/# /' "$tap_tmp/out"
 	elif grep -Eq -- "$pattern" "$tap_tmp/out"; then

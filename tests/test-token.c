@@ -130,6 +130,9 @@ test_wrong_pin_never_retried(void **state)
 	assert_int_equal(secret_read_file(path, &pin), 0);
 	assert_int_equal(token_login(tok, pin), TOKEN_ERR_PIN_INCORRECT);
 	assert_int_equal(token_get_state(tok), TOKEN_STATE_PIN_FAILED);
+	/* The error names the failure, never the PIN. */
+	assert_non_null(strstr(token_error_detail(), "CKR_PIN_INCORRECT"));
+	assert_null(strstr(token_error_detail(), "000000"));
 
 	/* Even the right PIN is not tried again by this process: a loop of
 	 * retries is how a real HSM gets locked. */

@@ -326,6 +326,19 @@ token_selftest_challenge(const struct token_key *key, uint8_t *chal, size_t len)
 	return key->k_type == TOKEN_KEY_ED25519 ? NULL : EVP_sha256();
 }
 
+/* The second half of every self-test: the token's answer must verify. */
+static int
+token_selftest_check(const struct token_key *key, const EVP_MD *md,
+    const uint8_t *chal, size_t len, const uint8_t *sig, size_t siglen)
+{
+	if (!token_key_check_signature(key, md, chal, len, sig, siglen)) {
+		token_set_detail("key %s: the token's signature does not "
+		    "verify with the public key", key->k_label);
+		return TOKEN_ERR_SELFTEST;
+	}
+	return 0;
+}
+
 int
 token_key_selftest_session(struct token_key *key, CK_SESSION_HANDLE sh,
     CK_OBJECT_HANDLE priv)
@@ -340,13 +353,7 @@ token_key_selftest_session(struct token_key *key, CK_SESSION_HANDLE sh,
 	    sig, &siglen, &rv)) != 0)
 		return ret == TOKEN_ERR_FAILED ?
 		    token_rv_error(key->k_tok, NULL, "C_Sign", rv) : ret;
-	if (!token_key_check_signature(key, md, chal, sizeof(chal), sig,
-	    siglen)) {
-		token_set_detail("key %s: the token's signature does not "
-		    "verify with the public key", key->k_label);
-		return TOKEN_ERR_SELFTEST;
-	}
-	return 0;
+	return token_selftest_check(key, md, chal, sizeof(chal), sig, siglen);
 }
 
 int
@@ -359,13 +366,7 @@ token_key_selftest(struct token_key *key)
 
 	if ((ret = token_sign(key, md, chal, sizeof(chal), sig, &siglen)) != 0)
 		return ret;
-	if (!token_key_check_signature(key, md, chal, sizeof(chal), sig,
-	    siglen)) {
-		token_set_detail("key %s: the token's signature does not "
-		    "verify with the public key", key->k_label);
-		return TOKEN_ERR_SELFTEST;
-	}
-	return 0;
+	return token_selftest_check(key, md, chal, sizeof(chal), sig, siglen);
 }
 
 static int

@@ -65,8 +65,10 @@ token_timedwait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t at_ms)
 /*
  * The return values after which a token needs recovery rather than an
  * answer to the caller: the session, the object handles, the login or the
- * device itself are gone.  CKR_GENERAL_ERROR is here too because SoftHSM2
- * answers it when its backing files vanish.
+ * device itself are gone.  CKR_GENERAL_ERROR is here too: PKCS#11 says the
+ * token is then in an unrecoverable state, and recovery's self-test decides
+ * whether it came back.  (SoftHSM2, measured, answers
+ * CKR_OBJECT_HANDLE_INVALID when its files vanish or return.)
  */
 int
 token_rv_needs_recovery(CK_RV rv)

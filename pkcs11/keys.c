@@ -776,7 +776,21 @@ token_key_find(struct token *tok, const char *uristr, struct token_key **out)
 int
 token_key_bind_cert(struct token *tok, X509 *cert, struct token_key **out)
 {
-	EVP_PKEY *certpub, *pub = NULL;
+	EVP_PKEY *certpub;
+
+	*out = NULL;
+	if ((certpub = X509_get0_pubkey(cert)) == NULL) {
+		token_set_detail("certificate has no usable public key");
+		return TOKEN_ERR_INVALID;
+	}
+	return token_key_bind_pubkey(tok, certpub, out);
+}
+
+int
+token_key_bind_pubkey(struct token *tok, EVP_PKEY *certpub,
+    struct token_key **out)
+{
+	EVP_PKEY *pub = NULL;
 	enum token_keytype type;
 	CK_OBJECT_CLASS pubcls = CKO_PUBLIC_KEY, privcls = CKO_PRIVATE_KEY;
 	CK_KEY_TYPE kt;
@@ -793,10 +807,8 @@ token_key_bind_cert(struct token *tok, X509 *cert, struct token_key **out)
 	int ret;
 
 	*out = NULL;
-	if ((certpub = X509_get0_pubkey(cert)) == NULL) {
-		token_set_detail("certificate has no usable public key");
+	if (certpub == NULL)
 		return TOKEN_ERR_INVALID;
-	}
 	switch ((type = token_keytype_of(certpub))) {
 	case TOKEN_KEY_EC_P256:
 	case TOKEN_KEY_EC_P384:

@@ -130,6 +130,9 @@ int		 token_key_find(struct token *tok, const char *uri,
  * TOKEN_ERR_NO_KEY, TOKEN_ERR_AMBIGUOUS_KEY, TOKEN_ERR_SELFTEST, ... */
 int		 token_key_bind_cert(struct token *tok, X509 *cert,
 		    struct token_key **out);
+/* The same for a bare public key (the audit key has no certificate). */
+int		 token_key_bind_pubkey(struct token *tok, EVP_PKEY *pub,
+		    struct token_key **out);
 /* Signs a random challenge with the token and verifies it with the public
  * key in software.  Returns 0, TOKEN_ERR_SELFTEST or a signing error. */
 int		 token_key_selftest(struct token_key *key);

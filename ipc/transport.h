@@ -3,9 +3,15 @@
  * sides (DESIGN.md "IPC").
  *
  * The transport moves opaque byte strings (sealed envelopes from
- * envelope.c); it never looks inside them.  Both sides set NN_RCVMAXSIZE to
- * IPC_MAX_MESSAGE explicitly, so a larger message is dropped by nanomsg
- * rather than allocated.
+ * envelope.c); it never looks inside them.  Both sides set NN_RCVMAXSIZE
+ * explicitly to IPC_MAX_MESSAGE plus the 4-byte nanomsg request header
+ * (nanomsg counts the whole frame), so a larger message is dropped by
+ * nanomsg, with its connection, rather than allocated.
+ *
+ * nanomsg 1.1.5's raw REP socket drops an answer silently when the kernel
+ * buffer towards the client is full; the server asks for a 4 MiB send
+ * buffer (the kernel may cap it at net.core.wmem_max), and a client must
+ * keep reading and bound the answers it has in flight.
  *
  * Server: a raw REP socket, one receiving thread and a fixed number of
  * worker threads behind a bounded queue.  When the queue is full the
@@ -96,6 +102,8 @@ int	ipc_client_fd(struct ipc_client *cl);
 /* Seals body as a message of type with request id (random when id_in is
  * NULL; given, to retry a request) and the current time, and sends it.
  * The answer, or a timeout, comes back from ipc_client_recv with cookie. */
+/* IPC_T_ERR_AGAIN when nanomsg does not take the message within 20 ms
+ * (no connection). */
 int	ipc_client_send(struct ipc_client *cl, int type, const uint8_t *body,
 	    size_t bodylen, const uint8_t *id_in, unsigned int timeout_ms,
 	    void *cookie, uint8_t id_out[IPC_ID_LEN]);

@@ -1,6 +1,9 @@
 #ifndef HSMCA_CLI_H
 #define HSMCA_CLI_H
 
+/* audit.c */
+int		 audit_main(int argc, char **argv);
+
 /* ceremony.c */
 int		 ceremony_main(int argc, char **argv);
 

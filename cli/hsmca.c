@@ -14,6 +14,8 @@ static const struct {
 	int		(*main)(int, char **);
 	const char	*what;
 } commands[] = {
+	{ "audit", audit_main,
+	    "verify the signer's audit log, or report key use from it" },
 	{ "ceremony", ceremony_main,
 	    "generate the CA keys in the token and sign the CA certificates" },
 };

@@ -729,7 +729,8 @@ append_der(ASN1_OCTET_STRING *os, X509 *x)
 	if ((len = i2d_X509(x, &der)) <= 0)
 		return -1;
 	if ((buf = malloc((size_t)old + (size_t)len)) != NULL) {
-		memcpy(buf, ASN1_STRING_get0_data(os), (size_t)old);
+		if (old > 0)	/* an empty string may have no buffer */
+			memcpy(buf, ASN1_STRING_get0_data(os), (size_t)old);
 		memcpy(buf + old, der, (size_t)len);
 		if (ASN1_OCTET_STRING_set(os, buf, old + len) == 1)
 			ret = 0;
@@ -1232,6 +1233,10 @@ request_audit_sign(void *arg, const uint8_t *msg, size_t msglen, uint8_t *sig,
 	uint8_t md[32];
 	int err;
 
+	/* The log is held while a checkpoint is signed: with the token down
+	 * it waits for the next record rather than for the token. */
+	if (token_get_state(sd->sd_token) != TOKEN_STATE_UP)
+		return -1;
 	if (token_key_type(sd->sd_audit_key) == TOKEN_KEY_ED25519)
 		err = token_sign(sd->sd_audit_key, NULL, msg, msglen, sig,
 		    siglen);

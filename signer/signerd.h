@@ -112,9 +112,7 @@ int		 profile_parse(const char *name, enum profile_id *out);
 
 /* build.c: what a request may ask for and what the signer makes of it. */
 struct build_result {
-	X509		*br_cert;	/* the signed certificate */
-	X509_CRL	*br_crl;	/* or CRL */
-	uint8_t		*br_der;	/* its DER (OPENSSL_free) */
+	uint8_t		*br_der;	/* the signed object's DER (OPENSSL_free) */
 	size_t		 br_derlen;
 	uint8_t		 br_tbs_sha256[32];
 	ASN1_INTEGER	*br_serial;	/* certificate serial or CRL number */

@@ -82,8 +82,8 @@ unavailable_within "CKR_DEVICE_ERROR on every C_Sign" 8000
 rules "# none"
 recovers "after the device errors"
 
-rules "stall C_Sign 1 8000 *"
-unavailable_within "a C_Sign that stalls 8 s (watchdog 1 s)" 8000
+rules "stall C_Sign 1 5000 *"
+unavailable_within "a C_Sign that stalls 5 s (watchdog 1 s)" 8000
 rules "# none"
 recovers "after the stall"
 

@@ -89,7 +89,7 @@ workers = 8
 time_window = 30s
 ${signer_user:+user = $signer_user}
 ${client_user:+client_group = $client_user}
-$1
+${1:-}
 
 [key issuing]
 certificate = $ca/intermediate.pem

@@ -17,7 +17,11 @@ signer_cleanup() {
 		wait "$signer_pid" 2>/dev/null
 	fi
 	for u in $signer_users; do
-		userdel "$u" 2>/dev/null
+		i=0
+		until userdel "$u" 2>/dev/null || [ $i -ge 20 ]; do
+			i=$((i + 1))
+			sleep 0.5
+		done
 		groupdel "$u" 2>/dev/null
 	done
 	rm -rf "$tap_tmp"
@@ -56,8 +60,14 @@ signer_setup() {
 		client_user=hsmca-tp$sfx
 		other_user=hsmca-to$sfx
 		for u in "$signer_user" "$client_user" "$other_user"; do
-			useradd -r -M -U -d /nonexistent -s /usr/sbin/nologin "$u" ||
-				{ echo "Bail out! useradd $u"; exit 99; }
+			# Another test may hold the passwd lock for a moment.
+			tries=0
+			until useradd -r -M -U -d /nonexistent -s /usr/sbin/nologin "$u" \
+			    2>"$tap_tmp/useradd.err"; do
+				tries=$((tries + 1))
+				[ $tries -lt 20 ] || { echo "Bail out! useradd $u: $(cat "$tap_tmp/useradd.err")"; exit 99; }
+				sleep 0.5
+			done
 			signer_users="$signer_users $u"
 		done
 		# The token and the audit log are the signer's; the signer's

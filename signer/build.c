@@ -997,7 +997,6 @@ name_text(const X509_NAME *name)
 	return out;
 }
 
-static uint8_t *unsigned_object(const struct build_tbs *, int *);
 static void *strict_d2i(const ASN1_ITEM *, const unsigned char *, long);
 static int lint_certificate(struct build_tbs *, const SIGNER_TBS_CERT *,
     struct build_refusal *);
@@ -1348,10 +1347,12 @@ revoked_cmp(const X509_REVOKED *const *a, const X509_REVOKED *const *b)
 	    X509_REVOKED_get0_serialNumber(*b));
 }
 
-/* The TBS wrapped with an empty signature, for linting as a parsed
- * object.  Returns the DER (OPENSSL_free) or NULL. */
+/* A Certificate or CertificateList: the TBS bytes exactly as built, the
+ * key's signature algorithm and sig (empty for linting the unsigned
+ * object as a parsed one).  Returns the DER (OPENSSL_free) or NULL. */
 static uint8_t *
-unsigned_object(const struct build_tbs *bt, int *len)
+signed_object(const struct build_tbs *bt, uint8_t *sigbytes, size_t siglen,
+    int *len)
 {
 	SIGNER_SIGNED *sig;
 	ASN1_STRING *seq;
@@ -1368,7 +1369,13 @@ unsigned_object(const struct build_tbs *bt, int *len)
 	ASN1_TYPE_set(sig->tbs, V_ASN1_SEQUENCE, seq);
 	X509_ALGOR_free(sig->algorithm);
 	if ((sig->algorithm = X509_ALGOR_dup(bt->bt_key->sk_sigalg)) == NULL ||
-	    (*len = i2d_SIGNER_SIGNED(sig, &der)) <= 0) {
+	    (siglen > 0 && ASN1_BIT_STRING_set(sig->signature, sigbytes,
+	    (int)siglen) != 1))
+		goto out;
+	/* All bits used: OpenSSL must not trim trailing zero bits. */
+	sig->signature->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
+	sig->signature->flags |= ASN1_STRING_FLAG_BITS_LEFT;
+	if ((*len = i2d_SIGNER_SIGNED(sig, &der)) <= 0) {
 		OPENSSL_free(der);
 		der = NULL;
 	}
@@ -1390,7 +1397,7 @@ lint_crl(struct build_tbs *bt, int nrevoked, struct build_refusal *why)
 	int len = 0, relen, ret = -1;
 	STACK_OF(X509_REVOKED) *revs;
 
-	if ((der = unsigned_object(bt, &len)) == NULL)
+	if ((der = signed_object(bt, NULL, 0, &len)) == NULL)
 		return refuse(why, IPC_REFUSE_INTERNAL, "out of memory linting "
 		    "the CRL");
 	p = der;
@@ -1641,8 +1648,6 @@ build_sign(struct build_tbs *bt, struct build_result *res,
     struct build_refusal *why)
 {
 	struct signer_key *key = bt->bt_key;
-	SIGNER_SIGNED *sig = NULL;
-	ASN1_STRING *seq = NULL;
 	uint8_t md[EVP_MAX_MD_SIZE], sigbuf[1024];
 	const uint8_t *in;
 	size_t inlen, siglen = sizeof(sigbuf);
@@ -1673,29 +1678,14 @@ build_sign(struct build_tbs *bt, struct build_result *res,
 		    "token: %s", token_strerror(err));
 		goto out;
 	}
-	if ((sig = SIGNER_SIGNED_new()) == NULL ||
-	    (seq = ASN1_STRING_new()) == NULL ||
-	    ASN1_STRING_set(seq, bt->bt_der, bt->bt_derlen) != 1)
-		goto nomem;
-	if (sig->tbs == NULL && (sig->tbs = ASN1_TYPE_new()) == NULL)
-		goto nomem;
-	ASN1_TYPE_set(sig->tbs, V_ASN1_SEQUENCE, seq);
-	seq = NULL;
-	X509_ALGOR_free(sig->algorithm);
-	if ((sig->algorithm = X509_ALGOR_dup(key->sk_sigalg)) == NULL ||
-	    ASN1_BIT_STRING_set(sig->signature, sigbuf, (int)siglen) != 1)
-		goto nomem;
-	/* All bits used: OpenSSL must not trim trailing zero bits. */
-	sig->signature->flags &= ~(ASN1_STRING_FLAG_BITS_LEFT | 0x07);
-	sig->signature->flags |= ASN1_STRING_FLAG_BITS_LEFT;
-	if ((len = i2d_SIGNER_SIGNED(sig, &der)) <= 0)
-		goto nomem;
 	/* The token's signature, checked with the CA certificate's key
-	 * before anything leaves (the assembled object carries exactly the
-	 * TBS bytes that were linted and hashed). */
+	 * before anything leaves; the assembled object carries exactly the
+	 * TBS bytes that were linted and hashed. */
 	if (verify_signature(key, bt->bt_der, (size_t)bt->bt_derlen, in, inlen,
 	    sigbuf, siglen) != 0)
 		goto badsig;
+	if ((der = signed_object(bt, sigbuf, siglen, &len)) == NULL)
+		goto nomem;
 	res->br_der = der;
 	res->br_derlen = (size_t)len;
 	der = NULL;
@@ -1715,8 +1705,6 @@ build_sign(struct build_tbs *bt, struct build_result *res,
  out:
 	OPENSSL_cleanse(md, sizeof(md));
 	OPENSSL_free(der);
-	ASN1_STRING_free(seq);
-	SIGNER_SIGNED_free(sig);
 	if (ret != 0)
 		build_result_clear(res);
 	return ret;

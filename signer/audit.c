@@ -119,7 +119,7 @@ audit_error_detail(void)
 	return audit_detail;
 }
 
-static void
+void
 audit_hex(const uint8_t *in, size_t len, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
@@ -234,9 +234,7 @@ audit_type_known(const char *type)
 	return 0;
 }
 
-/* Strict base64 (no whitespace, padding only at the end); returns the
- * decoded length or -1. */
-static int
+int
 audit_base64_decode(const char *in, uint8_t *out, size_t outlen)
 {
 	size_t len = strlen(in), i, pad = 0;

@@ -91,6 +91,13 @@ int		 audit_failed(struct audit_log *log);
 void		 audit_close(struct audit_log *log);
 const char	*audit_error_detail(void);
 
+/* The encodings of the record fields: lower-case hex (out holds 2 * len
+ * + 1), and strict base64 (no whitespace, padding only at the end),
+ * returning the decoded length or -1 when it does not fit outlen. */
+void		 audit_hex(const uint8_t *in, size_t len, char *out);
+int		 audit_base64_decode(const char *in, uint8_t *out,
+		    size_t outlen);
+
 /* Appends since open, and the fdatasync calls they took (group commit). */
 void		 audit_counters(struct audit_log *log, uint64_t *appends,
 		    uint64_t *syncs);

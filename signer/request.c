@@ -61,19 +61,6 @@ struct request_state {
 
 /* --- small helpers ----------------------------------------------------- */
 
-static void
-hex(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 0xf];
-	}
-	out[2 * len] = '\0';
-}
-
 static int
 unhex(const char *in, uint8_t *out, size_t outlen)
 {
@@ -102,7 +89,7 @@ serial_hex(const ASN1_INTEGER *a)
 
 	if (len <= 0 || len > 20 || (out = malloc((size_t)len * 2 + 1)) == NULL)
 		return NULL;
-	hex(d, (size_t)len, out);
+	audit_hex(d, (size_t)len, out);
 	return out;
 }
 
@@ -118,27 +105,22 @@ base64(const uint8_t *in, size_t len)
 	return out;
 }
 
+/* A base64 field of a record, decoded into new memory (free). */
 static uint8_t *
 unbase64(const char *in, size_t *outlen)
 {
-	size_t len = strlen(in), pad = 0;
+	size_t len = strlen(in);
 	uint8_t *out;
 	int n;
 
-	if (len == 0 || len % 4 != 0 || len > 2 * 1024 * 1024)
+	if (len < 4 || len > 2 * 1024 * 1024 ||
+	    (out = malloc(len / 4 * 3)) == NULL)
 		return NULL;
-	if (in[len - 1] == '=')
-		pad++;
-	if (in[len - 2] == '=')
-		pad++;
-	if ((out = malloc(len / 4 * 3)) == NULL)
-		return NULL;
-	if ((n = EVP_DecodeBlock(out, (const unsigned char *)in,
-	    (int)len)) < 0 || (size_t)n < pad) {
+	if ((n = audit_base64_decode(in, out, len / 4 * 3)) < 0) {
 		free(out);
 		return NULL;
 	}
-	*outlen = (size_t)n - pad;
+	*outlen = (size_t)n;
 	return out;
 }
 
@@ -334,14 +316,14 @@ record_new(const char *type, const struct ipc_message *msg,
 
 	if ((r = json_object()) == NULL)
 		return NULL;
-	hex(msg->im_id, IPC_ID_LEN, idhex);
+	audit_hex(msg->im_id, IPC_ID_LEN, idhex);
 	if (json_object_set_new(r, "type", json_string(type)) != 0 ||
 	    json_object_set_new(r, "request_id", json_string(idhex)) != 0) {
 		json_decref(r);
 		return NULL;
 	}
 	if (request_sha256 != NULL) {
-		hex(request_sha256, 32, shahex);
+		audit_hex(request_sha256, 32, shahex);
 		if (json_object_set_new(r, "request_sha256",
 		    json_string(shahex)) != 0) {
 			json_decref(r);
@@ -511,7 +493,7 @@ sign_and_record(struct request_ctx *rc, struct signer_key *key,
 	if (usage_reserve(key) != 0)
 		return refuse(rc, kind, key->sk_name, profile, requester, rule,
 		    IPC_REFUSE_USAGE_LIMIT, "the key's usage limit is reached");
-	hex(build_tbs_sha256(tbs), 32, shahex);
+	audit_hex(build_tbs_sha256(tbs), 32, shahex);
 	if ((serial = serial_hex(build_tbs_serial(tbs))) == NULL ||
 	    (intent = record_new("intent", rc->rc_msg,
 	    rc->rc_request_sha256)) == NULL ||
@@ -876,7 +858,7 @@ audit_unread(struct signerd *sd, const struct ipc_message *msg,
 		if (msg != NULL) {
 			char idhex[2 * IPC_ID_LEN + 1];
 
-			hex(msg->im_id, IPC_ID_LEN, idhex);
+			audit_hex(msg->im_id, IPC_ID_LEN, idhex);
 			json_object_set_new(r, "request_id",
 			    json_string(idhex));
 		}

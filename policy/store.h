@@ -129,4 +129,43 @@ int	store_token_use(struct store *, const uint8_t hash[32], int64_t now,
 /* Next CRL number (monotonic, starts at 1), persisted before it returns. */
 int	store_crl_next(struct store *, int64_t *number);
 
+/*
+ * The back end interface, for store.c and the back ends only.  store.c
+ * checks the syntax and range of every argument and clears every output
+ * before it calls one of these, so a back end sees only well-formed
+ * input; a back end answers with the same codes as the functions above.
+ */
+struct store_ops {
+	const char	*so_name;	/* "sqlite" */
+	int		(*so_open)(const char *target, void **be, char *err,
+			    size_t errlen);
+	void		(*so_close)(void *be);
+	const char	*(*so_error)(const void *be);
+	int		(*so_pending_add)(void *be, const struct store_cert *,
+			    int64_t *id);
+	int		(*so_complete)(void *be, int64_t id, const char *serial,
+			    const uint8_t *der, size_t derlen, int64_t not_before,
+			    int64_t not_after);
+	int		(*so_fail)(void *be, int64_t id, const char *why);
+	int		(*so_pending)(void *be, store_cert_cb, void *arg);
+	int		(*so_get)(void *be, const char *serial,
+			    struct store_cert *out);
+	int		(*so_get_by_request)(void *be, const char *request_id,
+			    struct store_cert *out);
+	int		(*so_list)(void *be, const struct store_filter *f,
+			    store_cert_cb, void *arg);
+	int		(*so_revoke)(void *be, const char *serial, int reason,
+			    int64_t when);
+	int		(*so_count)(void *be, void (*)(enum store_status,
+			    const char *, int64_t, void *), void *arg);
+	int		(*so_token_add)(void *be, const uint8_t hash[32],
+			    const char *requester, int64_t expires_at, int uses);
+	int		(*so_token_use)(void *be, const uint8_t hash[32],
+			    int64_t now, char *requester, size_t requesterlen);
+	int		(*so_crl_next)(void *be, int64_t *number);
+};
+
+/* store_sqlite.c */
+extern const struct store_ops store_sqlite_ops;
+
 #endif

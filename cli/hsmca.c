@@ -18,6 +18,8 @@ static const struct {
 	    "verify the signer's audit log, or report key use from it" },
 	{ "ceremony", ceremony_main,
 	    "generate the CA keys in the token and sign the CA certificates" },
+	{ "token", token_main,
+	    "create a bootstrap token for a requester (printed once)" },
 };
 
 static void

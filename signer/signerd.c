@@ -358,11 +358,17 @@ main(int argc, char *argv[])
 	ac.scan = request_scan;
 	ac.scan_arg = &sd;
 	if (as_root) {
-		/* The log belongs to the signer's user. */
+		/*
+		 * The log belongs to the signer's user.  The policy daemon's
+		 * group may read it (never write): it settles its pending
+		 * inventory rows against it after a crash.
+		 */
 		int fd = open(conf->sc_audit_log, O_WRONLY | O_CREAT |
 		    O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
 
-		if (fd < 0 || fchown(fd, uid, gid) != 0)
+		if (fd < 0 || fchown(fd, uid, conf->sc_client_group != NULL ?
+		    cgid : gid) != 0 || fchmod(fd, conf->sc_client_group !=
+		    NULL ? 0640 : 0600) != 0)
 			fatal("audit_log %s", conf->sc_audit_log);
 		close(fd);
 	}

@@ -74,6 +74,9 @@ signer_setup() {
 		# MAC key copy is root's (read before the drop), the other the
 		# policy daemon's.
 		chown -R "$signer_user:$signer_user" "$tok" "$st/audit"
+		# The policy daemon reads the audit log to reconcile.
+		chgrp "$client_user" "$st/audit"
+		chmod 0750 "$st/audit"
 		chown "$client_user:$client_user" "$mac"
 		# The PIN, like the signer's MAC key, is root's: read before
 		# the drop, never again.

@@ -877,12 +877,18 @@ static const char *const status_names[] = {
 static int
 inventory_row(const struct store_cert *sc, void *arg)
 {
-	json_t *a = arg, *o;
+	json_t *a = arg, *o, *sans = NULL;
 	char nb[32], na[32], ra[32];
 
 	rfc3339(sc->not_before, nb, sizeof(nb));
 	rfc3339(sc->not_after, na, sizeof(na));
 	rfc3339(sc->revoked_at, ra, sizeof(ra));
+	/* Rows written by older code, or by hand, may hold no JSON here. */
+	if (sc->sans == NULL || (sans = json_loads(sc->sans, 0, NULL)) ==
+	    NULL || !json_is_array(sans)) {
+		json_decref(sans);
+		sans = json_array();
+	}
 	o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:s?,s:s?}",
 	    "serial", sc->serial, "status", status_names[sc->status],
 	    "profile", sc->profile ? sc->profile : "",
@@ -890,7 +896,7 @@ inventory_row(const struct store_cert *sc, void *arg)
 	    "requester", sc->requester ? sc->requester : "",
 	    "not_before", sc->not_before ? nb : "",
 	    "not_after", sc->not_after ? na : "",
-	    "sans", sc->sans ? json_loads(sc->sans, 0, NULL) : json_array(),
+	    "sans", sans,
 	    "renewed_from", sc->renewed_from,
 	    "renewed_by", sc->renewed_by);
 	if (o == NULL)
@@ -908,7 +914,7 @@ handle_inventory(struct policyd *pd, struct https_request *req)
 	const char *v;
 	json_t *a;
 	long d;
-	int i;
+	int i, rc;
 
 	memset(&c, 0, sizeof(c));
 	if (caller_mtls(pd, req, &c) != 0)
@@ -941,11 +947,16 @@ handle_inventory(struct policyd *pd, struct https_request *req)
 		f.status = i;
 	}
 	f.identity = https_query(req, "identity");
-	if ((a = json_array()) == NULL ||
-	    store_list(pd->pd_store, &f, inventory_row, a) != STORE_OK) {
+	if ((a = json_array()) == NULL) {
+		reply_error(pd, req, 500, "internal", "out of memory");
+		return;
+	}
+	if ((rc = store_list(pd->pd_store, &f, inventory_row, a)) !=
+	    STORE_OK) {
 		json_decref(a);
+		/* A callback's stop is ours (memory); the rest the store's. */
 		reply_error(pd, req, 500, "internal", "inventory: %s",
-		    store_error(pd->pd_store));
+		    rc == -1 ? "out of memory" : store_error(pd->pd_store));
 		return;
 	}
 	reply_json(req, 200, json_pack("{s:o}", "certificates", a));

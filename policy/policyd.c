@@ -482,6 +482,7 @@ tls_issue(struct policyd *pd)
 	size_t bodylen, i;
 	int spkilen, ret = -1;
 	int64_t now = (int64_t)time(NULL);
+	json_t *sans = NULL;
 	char requester[] = "hsmca-policyd", rule[] = "tls", empty[] = "";
 
 	memset(&row, 0, sizeof(row));
@@ -536,7 +537,18 @@ tls_issue(struct policyd *pd)
 	row.key_name = pd->pd_conf->pc_tls_key_name;
 	row.identity = pd->pd_conf->pc_tls_names[0];
 	row.subject = empty;
-	row.sans = empty;
+	if ((sans = json_array()) == NULL)
+		goto out;
+	for (i = 0; i < pd->pd_conf->pc_ntls_names; i++) {
+		char name[300];
+
+		snprintf(name, sizeof(name), "DNS:%s",
+		    pd->pd_conf->pc_tls_names[i]);
+		if (json_array_append_new(sans, json_string(name)) != 0)
+			goto out;
+	}
+	if ((row.sans = json_dumps(sans, JSON_COMPACT)) == NULL)
+		goto out;
 	row.created_at = now;
 	if (store_pending_add(pd->pd_store, &row, &op->to_row) != STORE_OK) {
 		log_warnx("TLS certificate: inventory: %s",
@@ -559,6 +571,8 @@ tls_issue(struct policyd *pd)
 	OPENSSL_free(spki);
 	OPENSSL_free(body);
 	IPC_ISSUE_REQ_free(ir);
+	json_decref(sans);
+	free(row.sans);
 	return ret;
 }
 

@@ -173,6 +173,9 @@ check "the inventory lists the revoked certificate with its reason time" \
 api GET "/v1/certificates?expiring_within=90m" --cert "$tap_tmp/admin.pem" --key "$tap_tmp/admin.key"
 check "expiring_within=90m lists the 1 h certificates, not the 2 h SVID" \
 	python3 -c "import json,sys; c=[x['serial'] for x in json.load(open('$tap_tmp/resp'))['certificates']]; sys.exit(0 if '$peer2_serial' in c and '$svid_serial' not in c else 1)"
+api GET /v1/certificates --cert "$tap_tmp/admin.pem" --key "$tap_tmp/admin.key"
+check "the whole inventory lists the daemon's own TLS certificate with its name" \
+	python3 -c "import json,sys; c=json.load(open('$tap_tmp/resp'))['certificates']; sys.exit(0 if any(x['requester'] == 'hsmca-policyd' and x['sans'] == ['DNS:ca.example.com'] for x in c) else 1)"
 api GET /v1/certificates --cert "$tap_tmp/peer2.pem" --key "$tap_tmp/peer2.key"
 expect "a non-admin cannot read the inventory" 403 not_allowed
 check "no row is left pending and denied requests left none" sh -c "

@@ -537,7 +537,7 @@ issue_start(struct policyd *pd, struct https_request *req,
 	uint8_t id[IPC_ID_LEN], *body = NULL;
 	size_t bodylen, i;
 	json_t *sans = NULL;
-	char *sanstext = NULL;
+	char *sanstext = NULL, cn[80], subject[96] = "";
 	int64_t now = (int64_t)time(NULL);
 	int rc, ret = -1;
 
@@ -564,6 +564,28 @@ issue_start(struct policyd *pd, struct https_request *req,
 	    ASN1_STRING_set(ir->requester, d->requester, -1) != 1 ||
 	    ASN1_STRING_set(ir->rule, d->rule, -1) != 1)
 		goto nomem;
+	/*
+	 * A CA needs a subject (RFC 5280 4.1.2.6): the CSR's CN, which
+	 * csr.c limited to 64 printable bytes, else one made of its first
+	 * name.  Leaves get none: their names are in the SAN.
+	 */
+	if (strcmp(profile, "subca") == 0) {
+		const char *base = "sub";
+
+		if (ci->ndns > 0)
+			base = ci->dns[0];
+		else if (ci->nuris > 0)
+			base = strncmp(ci->uris[0], "spiffe://", 9) == 0 ?
+			    ci->uris[0] + 9 : ci->uris[0];
+		if (ci->cn != NULL && ci->cn[0] != '\0')
+			snprintf(cn, sizeof(cn), "%s", ci->cn);
+		else
+			snprintf(cn, sizeof(cn), "%.60s CA", base);
+		snprintf(subject, sizeof(subject), "CN=%s", cn);
+		if (X509_NAME_add_entry_by_NID(ir->subject, NID_commonName,
+		    MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0) != 1)
+			goto nomem;
+	}
 	for (i = 0; i < ci->ndns; i++)
 		if (push_name(ir->sans, GEN_DNS, ci->dns[i]) != 0)
 			goto nomem;
@@ -586,7 +608,7 @@ issue_start(struct policyd *pd, struct https_request *req,
 	row.key_name = (char *)(uintptr_t)d->key;
 	row.identity = ci->nuris > 0 ? ci->uris[0] :
 	    ci->ndns > 0 ? ci->dns[0] : (char *)(uintptr_t)"";
-	row.subject = (char *)(uintptr_t)"";
+	row.subject = subject;
 	row.sans = sanstext;
 	row.renewed_from = (char *)(uintptr_t)renewed_from;
 	row.created_at = now;

@@ -30,6 +30,19 @@ identities = spiffe://td.example/admin
 admin = yes
 rules = admin
 
+[requester ca-team]
+tokens = yes
+rules = team-ca
+
+[rule team-ca]
+key = root
+profiles = subca
+spiffe_ids = spiffe://td.example/**
+dns_names = team.example.com
+key_algorithms = ec-p256
+max_ttl = 7d
+default_ttl = 1d
+
 [rule web]
 key = issuing
 profiles = svid, peer, server, client

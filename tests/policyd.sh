@@ -47,6 +47,12 @@ check "the SVID has exactly the SPIFFE ID, no CA, serverAuth and clientAuth" sh 
 	grep -q 'URI:spiffe://td.example/ns/web/api$' $tap_tmp/svid.ext &&
 	grep -q 'TLS Web Server Authentication, TLS Web Client Authentication' $tap_tmp/svid.ext &&
 	! grep -q 'CA:TRUE' $tap_tmp/svid.ext"
+check "the SVID's keyUsage is critical digitalSignature alone, its subject empty, its SAN critical" sh -c "
+	openssl x509 -in $tap_tmp/svid.pem -noout -ext keyUsage > $tap_tmp/svid.ku &&
+	grep -q 'Key Usage: critical' $tap_tmp/svid.ku &&
+	[ \"\$(sed -n 2p $tap_tmp/svid.ku | tr -d ' ')\" = DigitalSignature ] &&
+	grep -q 'Subject Alternative Name: critical' $tap_tmp/svid.ext &&
+	[ \"\$(openssl x509 -in $tap_tmp/svid.pem -noout -subject)\" = 'subject=' ]"
 check "the SVID is for the CSR's key" sh -c "
 	[ \"\$(openssl x509 -in $tap_tmp/svid.pem -noout -pubkey)\" = \"\$(openssl pkey -in $tap_tmp/svid.key -pubout)\" ]"
 check "the SVID lives 2 hours, as asked" sh -c "
@@ -158,6 +164,40 @@ check_fails "openssl verify -crl_check fails for the revoked certificate" "revok
 	openssl verify -crl_check -CAfile "$ca/root.pem" -untrusted "$tap_tmp/peer.chain" -CRLfile "$tap_tmp/crl.pem" "$tap_tmp/peer.pem"
 check "openssl verify -crl_check passes for its renewal" \
 	openssl verify -crl_check -CAfile "$ca/root.pem" -untrusted "$tap_tmp/peer.chain" -CRLfile "$tap_tmp/crl.pem" "$tap_tmp/peer2.pem"
+
+# --- a sub-CA for another internal CA, under name constraints
+ctok=$(token ca-team 1)
+csr subca "ec -pkeyopt ec_paramgen_curve:P-256" "DNS:team.example.com,URI:spiffe://td.example"
+body subca subca 1d
+api POST /v1/certificates "$tap_tmp/subca.json" -H "Authorization: Bearer $ctok"
+expect "a sub-CA is issued with its name constraints" 201
+save subca
+check "the sub-CA verifies, is a CA with path length 0 and critical name constraints" sh -c "
+	openssl verify -x509_strict -CAfile $ca/root.pem $tap_tmp/subca.pem &&
+	openssl x509 -in $tap_tmp/subca.pem -noout -ext basicConstraints,nameConstraints > $tap_tmp/subca.ext &&
+	grep -q 'CA:TRUE, pathlen:0' $tap_tmp/subca.ext &&
+	grep -q 'Name Constraints: critical' $tap_tmp/subca.ext &&
+	grep -q 'DNS:team.example.com' $tap_tmp/subca.ext"
+# leaf NAME DNS: a certificate the sub-CA signs itself, with openssl.
+leaf() {
+	printf 'basicConstraints=CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nsubjectAltName=DNS:%s\n' "$2" > "$tap_tmp/$1.ext"
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-keyout "$tap_tmp/$1.key" -subj "/CN=$2" -out "$tap_tmp/$1.csr" 2>/dev/null &&
+	openssl x509 -req -in "$tap_tmp/$1.csr" -CA "$tap_tmp/subca.pem" \
+		-CAkey "$tap_tmp/subca.key" -set_serial 0x$(openssl rand -hex 8) -days 1 \
+		-extfile "$tap_tmp/$1.ext" -out "$tap_tmp/$1.pem" 2>/dev/null
+}
+leaf inside svc.team.example.com
+leaf outside svc.other.example.com
+check "a leaf the sub-CA signs inside its subtree verifies" \
+	openssl verify -CAfile "$ca/root.pem" -untrusted "$tap_tmp/subca.pem" "$tap_tmp/inside.pem"
+check_fails "a leaf the sub-CA signs outside its subtree fails openssl verify" "permitted subtree violation" \
+	openssl verify -CAfile "$ca/root.pem" -untrusted "$tap_tmp/subca.pem" "$tap_tmp/outside.pem"
+csr subca2 "ec -pkeyopt ec_paramgen_curve:P-256" "DNS:other.example.com"
+body subca2 subca 1d
+ctok=$(token ca-team 1)
+api POST /v1/certificates "$tap_tmp/subca2.json" -H "Authorization: Bearer $ctok"
+expect "a sub-CA for a subtree outside the rule is refused" 403 name_not_allowed
 
 # --- admin inventory
 atok=$(token admin 1)

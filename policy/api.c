@@ -77,6 +77,24 @@ reply_json(struct https_request *req, int status, json_t *body)
 	json_decref(body);
 }
 
+/* Error codes are a small fixed set of static strings: count each. */
+static void
+count_denial(struct policyd_metrics *m, const char *code)
+{
+	size_t i, n = sizeof(m->denied_by) / sizeof(m->denied_by[0]);
+
+	m->denied++;
+	for (i = 0; i < n && m->denied_by[i].code != NULL; i++)
+		if (strcmp(m->denied_by[i].code, code) == 0)
+			break;
+	if (i == n) {
+		m->denied_other++;
+		return;
+	}
+	m->denied_by[i].code = code;
+	m->denied_by[i].n++;
+}
+
 static void reply_error(struct policyd *, struct https_request *, int,
     const char *, const char *, ...) __attribute__((format(printf, 5, 6)));
 
@@ -91,7 +109,7 @@ reply_error(struct policyd *pd, struct https_request *req, int status,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	if (status >= 400 && status < 500)
-		pd->pd_metrics.denied++;
+		count_denial(&pd->pd_metrics, code);
 	log_info("%s %s from %s: %d %s: %s", https_method(req),
 	    https_path(req), https_peer_addr(req), status, code, msg);
 	reply_json(req, status, json_pack("{s:s,s:s}", "error", code,
@@ -1098,9 +1116,7 @@ handle_metrics(struct policyd *pd, struct https_request *req)
 	BIO_printf(b, "# HELP hsmca_revoked_total Certificates revoked.\n"
 	    "# TYPE hsmca_revoked_total counter\n"
 	    "hsmca_revoked_total %llu\n"
-	    "# HELP hsmca_denied_total Requests refused with a 4xx.\n"
-	    "# TYPE hsmca_denied_total counter\n"
-	    "hsmca_denied_total %llu\n"
+
 	    "# HELP hsmca_signer_errors_total Signer refusals and timeouts.\n"
 	    "# TYPE hsmca_signer_errors_total counter\n"
 	    "hsmca_signer_errors_total %llu\n"
@@ -1111,9 +1127,18 @@ handle_metrics(struct policyd *pd, struct https_request *req)
 	    "# HELP hsmca_https_connections Open HTTPS connections.\n"
 	    "# TYPE hsmca_https_connections gauge\n"
 	    "hsmca_https_connections %d\n",
-	    (unsigned long long)m->revoked, (unsigned long long)m->denied,
+	    (unsigned long long)m->revoked,
 	    (unsigned long long)m->signer_errors, link_up(pd->pd_link),
 	    link_inflight(pd->pd_link), https_connections(pd->pd_https));
+	BIO_printf(b, "# HELP hsmca_denied_total Requests refused with a "
+	    "4xx, by error code.\n# TYPE hsmca_denied_total counter\n");
+	for (i = 0; i < (int)(sizeof(m->denied_by) / sizeof(m->denied_by[0])) &&
+	    m->denied_by[i].code != NULL; i++)
+		BIO_printf(b, "hsmca_denied_total{reason=\"%s\"} %llu\n",
+		    m->denied_by[i].code,
+		    (unsigned long long)m->denied_by[i].n);
+	BIO_printf(b, "hsmca_denied_total{reason=\"other\"} %llu\n",
+	    (unsigned long long)m->denied_other);
 	BIO_printf(b, "# HELP hsmca_signing_seconds Signer round trip.\n"
 	    "# TYPE hsmca_signing_seconds histogram\n");
 	for (i = 0; i < 12; i++)

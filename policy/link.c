@@ -40,6 +40,7 @@ struct link {
 	unsigned int		 l_timeout_ms;
 	unsigned int		 l_health_ms;
 	int			 l_up;
+	int			 l_down;	/* known down: fail fast, probe often */
 	int			 l_probing;
 	void			(*l_watch_cb)(void *, int);
 	void			*l_watch_arg;
@@ -104,6 +105,7 @@ link_on_event(evutil_socket_t fd, short what, void *arg)
 static void
 link_set_up(struct link *l, int up)
 {
+	l->l_down = !up;
 	if (up == l->l_up)
 		return;
 	l->l_up = up;
@@ -161,12 +163,15 @@ link_on_health(evutil_socket_t fd, short what, void *arg)
 {
 	struct link *l = arg;
 	struct timeval tv;
+	unsigned int ms;
 
 	(void)fd;
 	(void)what;
 	link_probe(l);
-	tv.tv_sec = l->l_health_ms / 1000;
-	tv.tv_usec = (l->l_health_ms % 1000) * 1000;
+	/* While the signer is down, look for it ten times as often. */
+	ms = l->l_down ? l->l_health_ms / 10 : l->l_health_ms;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(l->l_health, &tv);
 }
 
@@ -241,6 +246,13 @@ link_send(struct link *l, int type, const uint8_t *body, size_t len,
 	uint8_t idbuf[IPC_ID_LEN];
 	int err;
 
+	/*
+	 * With no connection nanomsg holds a send for 20 ms; while the
+	 * signer is known to be down only the health probe pays that, and
+	 * everything else is refused at once.
+	 */
+	if (l->l_down && type != IPC_T_HEALTH_REQ)
+		return IPC_T_ERR_AGAIN;
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return IPC_T_ERR_FULL;
 	r->lr_cb = cb;
@@ -267,7 +279,7 @@ link_strerror(int err)
 {
 	switch (err) {
 	case IPC_T_ERR_AGAIN:
-		return "no connection to the signer";
+		return "the signer does not answer, or its token is down";
 	case IPC_T_ERR_TIMEOUT:
 		return "no answer in time";
 	case IPC_T_ERR_CLOSED:

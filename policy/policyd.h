@@ -93,6 +93,11 @@ struct policyd_metrics {
 	uint64_t	 renewed[5];
 	uint64_t	 revoked;
 	uint64_t	 denied;	/* every 4xx refusal */
+	struct {
+		const char	*code;	/* a static string of api.c, csr.c or rules.c */
+		uint64_t	 n;
+	}		 denied_by[48];	/* by error code; the rest go to "other" */
+	uint64_t	 denied_other;
 	uint64_t	 signer_errors;
 	uint64_t	 latency_buckets[12];	/* signer round trip, ms: see api.c */
 	uint64_t	 latency_count;

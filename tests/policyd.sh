@@ -226,7 +226,9 @@ api GET /metrics
 check "/metrics counts the issued SVID and peer certificates" sh -c "
 	grep -q '^hsmca_issued_total{profile=\"svid\"} 1\$' $tap_tmp/resp &&
 	grep -q '^hsmca_renewed_total{profile=\"peer\"} 1\$' $tap_tmp/resp &&
-	grep -q '^hsmca_signer_up 1\$' $tap_tmp/resp"
+	grep -q '^hsmca_signer_up 1\$' $tap_tmp/resp &&
+	grep -q '^hsmca_denied_total{reason=\"token_used\"} 1\$' $tap_tmp/resp &&
+	grep -q '^hsmca_denied_total{reason=\"name_not_allowed\"} [1-9]' $tap_tmp/resp"
 
 # --- SIGHUP: a bad policy keeps the old one
 cp "$ps/policy.conf" "$tap_tmp/policy.good"

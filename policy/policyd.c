@@ -379,7 +379,7 @@ tls_schedule_renewal(long remaining, long life)
 {
 	long wait = remaining - life / 3;
 
-	schedule(ev_tls, wait > 10 ? wait : 10);
+	schedule(ev_tls, wait > 1 ? wait : 1);
 }
 
 static void
@@ -921,7 +921,7 @@ startup_step(evutil_socket_t fd, short what, void *arg)
 		fatal("%s", tls_ca_path);
 	if (!tls_ready) {
 		remaining = tls_remaining(pd, &life);
-		if (remaining > life / 3 && remaining > 60) {
+		if (remaining > life / 3) {
 			tls_ready = 1;
 			tls_start_listener(pd);
 			tls_schedule_renewal(remaining, life);

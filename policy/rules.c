@@ -1613,7 +1613,11 @@ rules_own_names(const struct rules_ctx *cx, const struct rules_request *req)
 	return 0;
 }
 
-/* A subca's URI name constraint: spiffe://TD of one of the rule's patterns. */
+/*
+ * A subca's URI name constraint hands out a whole trust domain, so only
+ * a pattern that already allows the whole domain (spiffe://TD followed
+ * by the two-star segment) allows it; one for a part of it does not.
+ */
 static int
 rules_domain_allowed(const struct rules_rule *ru, const char *domain,
     const struct rules_ctx *cx)
@@ -1624,9 +1628,14 @@ rules_domain_allowed(const struct rules_rule *ru, const char *domain,
 	for (i = 0; i < ru->ru_spiffe.rl_count; i++) {
 		rp = &ru->ru_spiffe.rl_items[i];
 		if (rp->rp_domain != NULL) {
-			if (strcmp(rp->rp_domain, domain) == 0)
+			n = strlen(rp->rp_domain);
+			if (strcmp(rp->rp_domain, domain) == 0 &&
+			    strlen(rp->rp_text) == SPIFFE_SCHEME_LEN + n + 3 &&
+			    strcmp(rp->rp_text + SPIFFE_SCHEME_LEN + n,
+			    "/**") == 0)
 				return 1;
-		} else if (cx->cx_spiffe != NULL) {
+		} else if (cx->cx_spiffe != NULL && strcmp(rp->rp_text,
+		    "{identity}/**") == 0) {
 			n = strcspn(cx->cx_spiffe + SPIFFE_SCHEME_LEN, "/");
 			if (strlen(domain) == n && strncmp(domain,
 			    cx->cx_spiffe + SPIFFE_SCHEME_LEN, n) == 0)
@@ -1719,7 +1728,8 @@ rules_rule_decide(const struct rules_rule *ru, const struct rules_ctx *cx,
 			if (!rules_domain_allowed(ru, req->uris[i] +
 			    SPIFFE_SCHEME_LEN, cx)) {
 				rules_deny(d, "name_not_allowed", "trust "
-				    "domain '%s' is in no spiffe_ids pattern "
+				    "domain '%s' is not wholly allowed by a "
+				    "spiffe_ids pattern spiffe://DOMAIN/** "
 				    "of rule '%s'", rules_quote(q, sizeof(q),
 				    req->uris[i] + SPIFFE_SCHEME_LEN),
 				    ru->ru_name);

@@ -16,6 +16,8 @@
  *   profiles = svid, server, client, peer, subca
  *   spiffe_ids = PATTERN, ...        ; allowed URI SANs (spiffe://...)
  *   dns_names = PATTERN, ...         ; allowed DNS SANs (and name constraints for subca)
+ *                                    ; a subca's URI constraint spiffe://TD needs the
+ *                                    ; spiffe_ids pattern spiffe://TD followed by two stars
  *   key_algorithms = ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096, ed25519
  *   max_ttl = 24h                    ; s, m, h or d
  *   default_ttl = 1h                 ; when the request names none (<= max_ttl)

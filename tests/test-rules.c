@@ -938,7 +938,8 @@ static const char *const policy_main =
     "key = k-any\n"
     "profiles = server, subca\n"
     "dns_names = *.web.example.com, *.web2.example.com, web.example.com\n"
-    "spiffe_ids = spiffe://example.org/ns/web/**, spiffe://web.example/x\n"
+    "spiffe_ids = spiffe://example.org/ns/web/**, spiffe://web.example/x,\n"
+    "  spiffe://whole.example/**\n"
     "key_algorithms = ec-p256, ec-p384\n"
     "max_ttl = 2h\n"
     "renew = any\n"
@@ -1142,15 +1143,24 @@ test_decide_subca(void **state)
 	q.alg = RULES_ALG_EC_P384;
 	q.dns = NAMES("web.example.com");
 	q.ndns = 1;
-	q.uris = NAMES("spiffe://example.org", "spiffe://web.example");
-	q.nuris = 2;
+	q.uris = NAMES("spiffe://whole.example");
+	q.nuris = 1;
 	assert_int_equal(rules_decide(r, &c, &q, &d), 0);
 	assert_string_equal(d.rule, "web-any");
-	q.uris = NAMES("spiffe://other.example");
+	/* A pattern for a part of a trust domain grants no sub-CA for all
+	 * of it. */
+	q.uris = NAMES("spiffe://whole.example", "spiffe://example.org");
+	q.nuris = 2;
+	assert_denied(rules_decide(r, &c, &q, &d), &d, "name_not_allowed",
+	    "trust domain 'example.org' is not wholly allowed");
+	q.uris = NAMES("spiffe://web.example");
 	q.nuris = 1;
 	assert_denied(rules_decide(r, &c, &q, &d), &d, "name_not_allowed",
-	    "trust domain 'other.example' is in no spiffe_ids pattern of rule "
-	    "'web-any'");
+	    "trust domain 'web.example' is not wholly allowed");
+	q.uris = NAMES("spiffe://other.example");
+	assert_denied(rules_decide(r, &c, &q, &d), &d, "name_not_allowed",
+	    "trust domain 'other.example' is not wholly allowed by a "
+	    "spiffe_ids pattern spiffe://DOMAIN/** of rule 'web-any'");
 	q.uris = NAMES("spiffe://example.org/ns");
 	assert_denied(rules_decide(r, &c, &q, &d), &d, "name_not_allowed",
 	    "no path");

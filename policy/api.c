@@ -1018,6 +1018,29 @@ handle_health(struct policyd *pd, struct https_request *req)
 	    "inflight", (int)link_inflight(pd->pd_link)));
 }
 
+/*
+ * /metrics shows what is issued to whom and how often: scrapers on this
+ * host (loopback) and admins over mTLS only.  Returns 1, or answers and
+ * returns 0.
+ */
+static int
+metrics_allowed(struct policyd *pd, struct https_request *req)
+{
+	const char *a = https_peer_addr(req);
+	struct caller c;
+
+	if (strncmp(a, "127.", 4) == 0 || strncmp(a, "[::1]:", 6) == 0)
+		return 1;
+	memset(&c, 0, sizeof(c));
+	if (caller_mtls(pd, req, &c) != 0)
+		return 0;
+	if (c.mtls && rules_is_admin(pd->pd_rules, c.identity))
+		return 1;
+	reply_error(pd, req, 403, "not_allowed", "/metrics is served to "
+	    "this host and to admins over mTLS");
+	return 0;
+}
+
 void
 api_handle(struct https_request *req, void *arg)
 {
@@ -1052,8 +1075,10 @@ api_handle(struct https_request *req, void *arg)
 	}
 	if (strcmp(p, "/healthz") == 0)
 		handle_health(pd, req);
-	else if (strcmp(p, "/metrics") == 0)
-		handle_metrics(pd, req);
+	else if (strcmp(p, "/metrics") == 0) {
+		if (metrics_allowed(pd, req))
+			handle_metrics(pd, req);
+	}
 	else if (strcmp(p, "/v1/certificates") == 0)
 		handle_inventory(pd, req);
 	else if (strcmp(p, "/v1/ca/bundle") == 0)

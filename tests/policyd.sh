@@ -230,6 +230,22 @@ check "/metrics counts the issued SVID and peer certificates" sh -c "
 	grep -q '^hsmca_denied_total{reason=\"token_used\"} 1\$' $tap_tmp/resp &&
 	grep -q '^hsmca_denied_total{reason=\"name_not_allowed\"} [1-9]' $tap_tmp/resp"
 
+# --- malformed HTTP, JSON and PEM: each a 4xx with a JSON error, no
+# row, and the daemon keeps serving.
+rows_before=$(sqlite3 "$ps/inventory.db" "select count(*) from certificates")
+if python3 "$top_srcdir/tests/policyd-malformed.py" "$port" "$ca/root.pem" \
+    "$tap_tmp/svid.csr" "$tap_tmp/svid.pem" "$tap_tmp/svid.key" "$tok" \
+    > "$tap_tmp/malformed.out" 2>&1; then
+	ok "$(grep -c '^ok' "$tap_tmp/malformed.out") malformed requests each get a 4xx with a JSON error"
+else
+	not_ok "malformed requests"
+	sed 's/^/# /' "$tap_tmp/malformed.out"
+fi
+check "the malformed requests left no inventory row" \
+	test "$(sqlite3 "$ps/inventory.db" "select count(*) from certificates")" = "$rows_before"
+api GET /healthz
+expect "the daemon serves after the malformed requests" 200
+
 # --- SIGHUP: a bad policy keeps the old one
 cp "$ps/policy.conf" "$tap_tmp/policy.good"
 echo "[rule broken" >> "$ps/policy.conf"

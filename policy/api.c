@@ -1116,6 +1116,91 @@ count_cb(enum store_status st, const char *profile, int64_t n, void *arg)
 	    "%lld\n", status_names[st], profile, (long long)n);
 }
 
+/* Expiry: issued, unexpired certificates by profile within a window. */
+struct expiry_walk {
+	uint64_t	 n[5];
+	int64_t		 soonest;
+};
+
+static int
+expiry_row(const struct store_cert *sc, void *arg)
+{
+	struct expiry_walk *w = arg;
+	int i;
+
+	if ((i = profile_index(sc->profile)) >= 0)
+		w->n[i]++;
+	if (w->soonest == 0 || sc->not_after < w->soonest)
+		w->soonest = sc->not_after;
+	return 0;
+}
+
+static void
+metrics_expiry(struct policyd *pd, BIO *b)
+{
+	static const struct {
+		const char	*label;
+		int64_t		 seconds;
+	} windows[] = { { "1h", 3600 }, { "24h", 86400 }, { "7d", 7 * 86400 } };
+	struct store_filter f;
+	struct expiry_walk w;
+	int64_t now = (int64_t)time(NULL), soonest = 0;
+	struct tm tm;
+	size_t i, k;
+	int j;
+	char subject[256];
+	X509 *x;
+
+	BIO_printf(b, "# HELP hsmca_certificates_expiring Issued, unrevoked "
+	    "certificates that expire within the window.\n"
+	    "# TYPE hsmca_certificates_expiring gauge\n");
+	for (i = 0; i < sizeof(windows) / sizeof(windows[0]); i++) {
+		memset(&f, 0, sizeof(f));
+		memset(&w, 0, sizeof(w));
+		f.status = STORE_ISSUED;
+		f.not_after_from = now;
+		f.not_after_before = now + windows[i].seconds;
+		if (store_list(pd->pd_store, &f, expiry_row, &w) != STORE_OK)
+			continue;
+		for (j = 0; j < 5; j++)
+			BIO_printf(b, "hsmca_certificates_expiring{profile=\"%s\","
+			    "within=\"%s\"} %llu\n", profile_names[j],
+			    windows[i].label, (unsigned long long)w.n[j]);
+	}
+	memset(&f, 0, sizeof(f));
+	memset(&w, 0, sizeof(w));
+	f.status = STORE_ISSUED;
+	f.not_after_from = now;
+	f.limit = 1;
+	if (store_list(pd->pd_store, &f, expiry_row, &w) == STORE_OK)
+		soonest = w.soonest;
+	BIO_printf(b, "# HELP hsmca_certificate_soonest_expiry_timestamp_seconds "
+	    "The earliest notAfter of the issued, unexpired certificates (0: "
+	    "none).\n# TYPE hsmca_certificate_soonest_expiry_timestamp_seconds "
+	    "gauge\nhsmca_certificate_soonest_expiry_timestamp_seconds %lld\n",
+	    (long long)soonest);
+	BIO_printf(b, "# HELP hsmca_ca_not_after_timestamp_seconds notAfter of "
+	    "each CA certificate in the signer's chains.\n"
+	    "# TYPE hsmca_ca_not_after_timestamp_seconds gauge\n");
+	for (k = 0; k < pd->pd_nkeys; k++)
+		for (j = 0; j < sk_X509_num(pd->pd_keys[k].chain); j++) {
+			x = sk_X509_value(pd->pd_keys[k].chain, j);
+			if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1 ||
+			    X509_NAME_oneline(X509_get_subject_name(x),
+			    subject, sizeof(subject)) == NULL)
+				continue;
+			/* Label values: no quote, backslash or newline. */
+			for (i = 0; subject[i] != '\0'; i++)
+				if (subject[i] == '"' || subject[i] == '\\' ||
+				    subject[i] == '\n')
+					subject[i] = '_';
+			BIO_printf(b, "hsmca_ca_not_after_timestamp_seconds{key="
+			    "\"%s\",depth=\"%d\",subject=\"%s\"} %lld\n",
+			    pd->pd_keys[k].name, j, subject,
+			    (long long)timegm(&tm));
+		}
+}
+
 static void
 handle_metrics(struct policyd *pd, struct https_request *req)
 {
@@ -1178,6 +1263,7 @@ handle_metrics(struct policyd *pd, struct https_request *req)
 	BIO_printf(b, "# HELP hsmca_certificates Inventory rows by status "
 	    "and profile.\n# TYPE hsmca_certificates gauge\n");
 	store_count(pd->pd_store, count_cb, b);
+	metrics_expiry(pd, b);
 	BIO_get_mem_ptr(b, &bm);
 	https_reply(req, 200, "text/plain; version=0.0.4", bm->data,
 	    bm->length, NULL);

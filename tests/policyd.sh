@@ -246,6 +246,17 @@ check "the malformed requests left no inventory row" \
 api GET /healthz
 expect "the daemon serves after the malformed requests" 200
 
+api GET /metrics
+check "/metrics counts expiring certificates and the CA's notAfter" sh -c "
+	grep -q '^hsmca_certificates_expiring{profile=\"peer\",within=\"24h\"} [1-9]' $tap_tmp/resp &&
+	grep -q '^hsmca_certificate_soonest_expiry_timestamp_seconds [1-9]' $tap_tmp/resp &&
+	grep -q '^hsmca_ca_not_after_timestamp_seconds{key=\"issuing\",depth=\"0\"' $tap_tmp/resp"
+if command -v promtool > /dev/null; then
+	check "promtool check metrics accepts /metrics" sh -c "promtool check metrics < $tap_tmp/resp"
+else
+	skip "promtool is not installed (Debian's prometheus package)"
+fi
+
 # --- SIGHUP: a bad policy keeps the old one
 cp "$ps/policy.conf" "$tap_tmp/policy.good"
 echo "[rule broken" >> "$ps/policy.conf"

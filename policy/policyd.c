@@ -480,7 +480,7 @@ tls_issue(struct policyd *pd)
 	GENERAL_NAME *gn;
 	ASN1_IA5STRING *s;
 	size_t bodylen, i;
-	int spkilen, ret = -1;
+	int spkilen, ret = -1, rc;
 	int64_t now = (int64_t)time(NULL);
 	json_t *sans = NULL;
 	char requester[] = "hsmca-policyd", rule[] = "tls", empty[] = "";
@@ -524,8 +524,11 @@ tls_issue(struct policyd *pd)
 	    PEM_write_bio_PrivateKey(b, op->to_key, NULL, NULL, 0, NULL,
 	    NULL) != 1 || BIO_get_mem_ptr(b, &m) != 1)
 		goto out;
-	if (write_atomic(pd->pd_conf->pc_tls_dir, "key.pem.next", m->data,
-	    m->length, 0600) != 0) {
+	rc = write_atomic(pd->pd_conf->pc_tls_dir, "key.pem.next", m->data,
+	    m->length, 0600);
+	/* The private key in PEM: wiped from the buffer at once. */
+	OPENSSL_cleanse(m->data, m->length);
+	if (rc != 0) {
 		log_warn("%s/key.pem.next", pd->pd_conf->pc_tls_dir);
 		goto out;
 	}

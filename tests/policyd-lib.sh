@@ -85,16 +85,26 @@ if [ -n "$client_user" ]; then
 	chown -R "$client_user:$client_user" "$ps"
 	chmod 0644 "$ps/policy.conf"
 	as_policy() { runuser -u "$client_user" -- "$@"; }
+	# The build tree may sit where the policy user cannot go (a clone
+	# under a 0700 directory): it runs copies.
+	mkdir -p "$tap_tmp/pbin"
+	cp "$POLICYD" "$tap_tmp/pbin/hsmca-policyd"
+	cp "$HSMCA" "$tap_tmp/pbin/hsmca"
+	chmod 0755 "$tap_tmp/pbin" "$tap_tmp/pbin/hsmca-policyd" "$tap_tmp/pbin/hsmca"
+	POLICYD_RUN=$tap_tmp/pbin/hsmca-policyd
+	HSMCA_RUN=$tap_tmp/pbin/hsmca
 else
 	as_policy() { "$@"; }
 fi
 }
 
 POLICYD=${POLICYD:-$top_builddir/hsmca-policyd}
+POLICYD_RUN=$POLICYD
+HSMCA_RUN=$HSMCA
 policyd_pid=
 policyd_start() {
 	rm -f "$ps/port"
-	as_policy env HSMCA_POLICYD_PORT_FILE="$ps/port" "$POLICYD" -d -c "$pconf" \
+	as_policy env HSMCA_POLICYD_PORT_FILE="$ps/port" "$POLICYD_RUN" -d -c "$pconf" \
 		>> "$tap_tmp/policyd.log" 2>&1 &
 	policyd_pid=$!
 	i=0
@@ -172,7 +182,7 @@ print(json.dumps(d))
 EOF
 }
 token() {
-	as_policy "$HSMCA" token create --store "$ps/inventory.db" --requester "$1" ${2:+--uses "$2"}
+	as_policy "$HSMCA_RUN" token create --store "$ps/inventory.db" --requester "$1" ${2:+--uses "$2"}
 }
 # save NAME: certificate and chain of the last answer
 save() {

@@ -12,7 +12,7 @@ signer_setup
 signer_start || { cat "$tap_tmp/signerd.log"; echo "Bail out! signer"; exit 99; }
 policyd_setup
 
-check "hsmca-policyd -n accepts the configuration" as_policy "$POLICYD" -n -c "$pconf"
+check "hsmca-policyd -n accepts the configuration" as_policy "$POLICYD_RUN" -n -c "$pconf"
 printf '[policyd]\nlisten = 127.0.0.1:0\nbogus = 1\n' > "$tap_tmp/bad.conf"
 check_fails "hsmca-policyd -n names file:line of an unknown setting" \
 	"bad.conf:3: unknown setting 'bogus'" "$POLICYD" -n -c "$tap_tmp/bad.conf"

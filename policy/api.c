@@ -127,25 +127,85 @@ rfc3339(int64_t t, char *buf, size_t len)
 		snprintf(buf, len, "1970-01-01T00:00:00Z");
 }
 
+/* PEM of DER bytes the signer already checked: no decode on the way. */
 static char *
 pem_of_der(const uint8_t *der, size_t len)
 {
-	const unsigned char *p = der;
-	X509 *x;
 	BIO *b;
 	BUF_MEM *m;
 	char *out = NULL;
 
-	if ((x = d2i_X509(NULL, &p, (long)len)) == NULL ||
-	    p != der + len || (b = BIO_new(BIO_s_mem())) == NULL) {
-		X509_free(x);
+	if ((b = BIO_new(BIO_s_mem())) == NULL)
 		return NULL;
-	}
-	if (PEM_write_bio_X509(b, x) == 1 && BIO_get_mem_ptr(b, &m) == 1)
+	if (PEM_write_bio(b, PEM_STRING_X509, "", der, (long)len) > 0 &&
+	    BIO_get_mem_ptr(b, &m) == 1)
 		out = strndup(m->data, m->length);
 	BIO_free(b);
-	X509_free(x);
 	return out;
+}
+
+/* One DER TLV at *p within end: its whole span and its content. */
+static int
+der_next(const unsigned char **p, const unsigned char *end, int want_tag,
+    int want_class, const unsigned char **tlv, size_t *tlvlen,
+    const unsigned char **content, size_t *contentlen)
+{
+	const unsigned char *start = *p;
+	long l;
+	int tag, cls, r;
+
+	if (start >= end)
+		return -1;
+	r = ASN1_get_object(p, &l, &tag, &cls, (long)(end - start));
+	if ((r & 0x80) != 0 || r == 0x21 || tag != want_tag ||
+	    cls != want_class || l < 0 || l > end - *p)
+		return -1;
+	if (tlv != NULL) {
+		*tlv = start;
+		*tlvlen = (size_t)(*p - start) + (size_t)l;
+	}
+	if (content != NULL) {
+		*content = *p;
+		*contentlen = (size_t)l;
+	}
+	*p += l;
+	return 0;
+}
+
+/*
+ * The SubjectPublicKeyInfo of a DER certificate, found by walking its
+ * TLVs: OpenSSL 3.0 decodes a key through its provider decoders on every
+ * certificate parse, which costs more than the signature.
+ */
+static int
+cert_spki(const uint8_t *der, size_t len, const uint8_t **spki,
+    size_t *spkilen)
+{
+	const unsigned char *p = der, *end = der + len, *c, *tend;
+	size_t clen;
+	int i;
+
+	if (der_next(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, NULL, NULL,
+	    &c, &clen) != 0 || p != end)
+		return -1;
+	p = c;
+	end = c + clen;
+	if (der_next(&p, end, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, NULL, NULL,
+	    &c, &clen) != 0)
+		return -1;
+	p = c;
+	tend = c + clen;
+	/* [0] version, then serial, signature, issuer, validity, subject. */
+	if (der_next(&p, tend, 0, V_ASN1_CONTEXT_SPECIFIC, NULL, NULL, NULL,
+	    NULL) != 0 || der_next(&p, tend, V_ASN1_INTEGER, V_ASN1_UNIVERSAL,
+	    NULL, NULL, NULL, NULL) != 0)
+		return -1;
+	for (i = 0; i < 4; i++)
+		if (der_next(&p, tend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, NULL,
+		    NULL, NULL, NULL) != 0)
+			return -1;
+	return der_next(&p, tend, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, spki,
+	    spkilen, NULL, NULL);
 }
 
 /* Lower-case hex without leading zeros, as the inventory keeps serials. */
@@ -364,28 +424,14 @@ observe_latency(struct policyd *pd, const struct timespec *start)
 
 /* The certificate the signer returned must be for the key we asked for. */
 static int
-issue_check_cert(struct issue_op *op, const uint8_t *der, size_t len,
-    X509 **out)
+issue_check_cert(struct issue_op *op, const uint8_t *der, size_t len)
 {
-	const unsigned char *p = der;
-	unsigned char *spki = NULL;
-	X509 *x;
-	int spkilen, ok;
+	const uint8_t *spki;
+	size_t spkilen;
 
-	if ((x = d2i_X509(NULL, &p, (long)len)) == NULL || p != der + len) {
-		X509_free(x);
-		return -1;
-	}
-	spkilen = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &spki);
-	ok = spkilen > 0 && (size_t)spkilen == op->io_spkilen &&
-	    memcmp(spki, op->io_spki, op->io_spkilen) == 0;
-	OPENSSL_free(spki);
-	if (!ok) {
-		X509_free(x);
-		return -1;
-	}
-	*out = x;
-	return 0;
+	return cert_spki(der, len, &spki, &spkilen) == 0 &&
+	    spkilen == op->io_spkilen &&
+	    memcmp(spki, op->io_spki, spkilen) == 0 ? 0 : -1;
 }
 
 static void
@@ -397,7 +443,6 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	IPC_ISSUE_RESP *resp = NULL;
 	IPC_ERROR_RESP *er = NULL;
 	const struct ca_key_info *ki;
-	X509 *x = NULL;
 	char serial[41], nb[32], na[32], *pem = NULL, reason[256];
 	const uint8_t *der;
 	size_t derlen;
@@ -451,7 +496,7 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	    "issue answer", (void **)&resp) != 0 ||
 	    policyd_serial_hex(resp->serial, serial, sizeof(serial)) != 0 ||
 	    issue_check_cert(op, ASN1_STRING_get0_data(resp->certificate),
-	    (size_t)ASN1_STRING_length(resp->certificate), &x) != 0) {
+	    (size_t)ASN1_STRING_length(resp->certificate)) != 0) {
 		log_warnx("inventory row %lld: the signer's answer is not a "
 		    "certificate for the requested key", (long long)op->io_row);
 		store_fail(pd->pd_store, op->io_row, "malformed answer");
@@ -492,7 +537,6 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	    "not_before", nb, "not_after", na));
  out:
 	free(pem);
-	X509_free(x);
 	IPC_ISSUE_RESP_free(resp);
 	IPC_ERROR_RESP_free(er);
 	issue_op_free(op);

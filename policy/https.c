@@ -58,6 +58,7 @@
 #include <sys/types.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -350,8 +351,18 @@ https_conn_attach(struct https_conn *conn, struct evhttp_connection *evcon)
 	struct https_server *srv = conn->hc_server;
 	char *host = NULL;
 	ev_uint16_t port = 0;
+	evutil_socket_t fd;
+	int one = 1;
 
 	TAILQ_REMOVE(&srv->hs_fresh, conn, hc_entry);
+	/*
+	 * evhttp writes an answer's headers and body as two TLS records;
+	 * with Nagle the second waits for the client's delayed ACK, 40 ms
+	 * a request.  Answers are whole when written, so send at once.
+	 */
+	if ((fd = bufferevent_getfd(conn->hc_bev)) >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
 	conn->hc_evcon = evcon;
 	evhttp_connection_set_closecb(evcon, https_conn_closed, conn);
 	evhttp_connection_get_peer(evcon, &host, &port);

@@ -1172,6 +1172,10 @@ expiry_row(const struct store_cert *sc, void *arg)
 	struct expiry_walk *w = arg;
 	int i;
 
+	/* A renewed certificate is replaced: its expiry is no alarm. */
+	if (sc->renewed_by != NULL)
+		return 0;
+
 	if ((i = profile_index(sc->profile)) >= 0)
 		w->n[i]++;
 	if (w->soonest == 0 || sc->not_after < w->soonest)
@@ -1195,8 +1199,8 @@ metrics_expiry(struct policyd *pd, BIO *b)
 	char subject[256];
 	X509 *x;
 
-	BIO_printf(b, "# HELP hsmca_certificates_expiring Issued, unrevoked "
-	    "certificates that expire within the window.\n"
+	BIO_printf(b, "# HELP hsmca_certificates_expiring Issued certificates, "
+	    "neither revoked nor renewed, that expire within the window.\n"
 	    "# TYPE hsmca_certificates_expiring gauge\n");
 	for (i = 0; i < sizeof(windows) / sizeof(windows[0]); i++) {
 		memset(&f, 0, sizeof(f));
@@ -1206,20 +1210,25 @@ metrics_expiry(struct policyd *pd, BIO *b)
 		f.not_after_before = now + windows[i].seconds;
 		if (store_list(pd->pd_store, &f, expiry_row, &w) != STORE_OK)
 			continue;
+		if (soonest == 0)
+			soonest = w.soonest;
 		for (j = 0; j < 5; j++)
 			BIO_printf(b, "hsmca_certificates_expiring{profile=\"%s\","
 			    "within=\"%s\"} %llu\n", profile_names[j],
 			    windows[i].label, (unsigned long long)w.n[j]);
 	}
-	memset(&f, 0, sizeof(f));
-	memset(&w, 0, sizeof(w));
-	f.status = STORE_ISSUED;
-	f.not_after_from = now;
-	f.limit = 1;
-	if (store_list(pd->pd_store, &f, expiry_row, &w) == STORE_OK)
-		soonest = w.soonest;
+	/* Nothing within 7 days: the whole walk, rarely needed. */
+	if (soonest == 0) {
+		memset(&f, 0, sizeof(f));
+		memset(&w, 0, sizeof(w));
+		f.status = STORE_ISSUED;
+		f.not_after_from = now;
+		if (store_list(pd->pd_store, &f, expiry_row, &w) == STORE_OK)
+			soonest = w.soonest;
+	}
 	BIO_printf(b, "# HELP hsmca_certificate_soonest_expiry_timestamp_seconds "
-	    "The earliest notAfter of the issued, unexpired certificates (0: "
+	    "The earliest notAfter of the issued certificates neither expired, "
+	    "revoked nor renewed (0: "
 	    "none).\n# TYPE hsmca_certificate_soonest_expiry_timestamp_seconds "
 	    "gauge\nhsmca_certificate_soonest_expiry_timestamp_seconds %lld\n",
 	    (long long)soonest);

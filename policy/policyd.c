@@ -161,12 +161,26 @@ chain_from_der(const uint8_t *der, size_t len)
 	STACK_OF(X509) *chain;
 	const unsigned char *p = der, *end = der + len;
 	X509 *x;
+	int i;
 
 	if ((chain = sk_X509_new_null()) == NULL)
 		return NULL;
 	while (p < end) {
-		if ((x = d2i_X509(NULL, &p, (long)(end - p))) == NULL ||
-		    sk_X509_push(chain, x) <= 0) {
+		if ((x = d2i_X509(NULL, &p, (long)(end - p))) == NULL) {
+			sk_X509_pop_free(chain, X509_free);
+			return NULL;
+		}
+		/* A signer whose chain file repeats its own certificate
+		 * (intermediate, then intermediate and root) would make us
+		 * serve it twice. */
+		for (i = 0; i < sk_X509_num(chain); i++)
+			if (X509_cmp(sk_X509_value(chain, i), x) == 0)
+				break;
+		if (i < sk_X509_num(chain)) {
+			X509_free(x);
+			continue;
+		}
+		if (sk_X509_push(chain, x) <= 0) {
 			X509_free(x);
 			sk_X509_pop_free(chain, X509_free);
 			return NULL;

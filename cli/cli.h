@@ -4,6 +4,10 @@
 /* audit.c */
 int		 audit_main(int argc, char **argv);
 
+/* check.c: hsmca check-endpoint; exits 0 OK, 1 WARNING, 2 CRITICAL,
+ * 3 UNKNOWN (the monitoring-plugin convention) */
+int		 check_main(int argc, char **argv);
+
 /* ceremony.c */
 int		 ceremony_main(int argc, char **argv);
 

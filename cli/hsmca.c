@@ -18,6 +18,8 @@ static const struct {
 	    "verify the signer's audit log, or report key use from it" },
 	{ "ceremony", ceremony_main,
 	    "generate the CA keys in the token and sign the CA certificates" },
+	{ "check-endpoint", check_main,
+	    "check the certificate chain a TLS endpoint serves (plugin)" },
 	{ "enroll", enroll_main,
 	    "make a key and get its certificate with a bootstrap token" },
 	{ "inventory", inventory_main,

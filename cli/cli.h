@@ -1,6 +1,9 @@
 #ifndef HSMCA_CLI_H
 #define HSMCA_CLI_H
 
+/* agent.c */
+int		 agent_main(int argc, char **argv);
+
 /* audit.c */
 int		 audit_main(int argc, char **argv);
 

@@ -14,6 +14,8 @@ static const struct {
 	int		(*main)(int, char **);
 	const char	*what;
 } commands[] = {
+	{ "agent", agent_main,
+	    "keep certificates enrolled and renewed (once, or as a daemon)" },
 	{ "audit", audit_main,
 	    "verify the signer's audit log, or report key use from it" },
 	{ "ceremony", ceremony_main,

@@ -6,8 +6,8 @@
 . "$top_srcdir/tests/signer-lib.sh"
 
 signer_setup
-mkdir "$tap_tmp/bin" "$tap_tmp/cl"
-cp "$TESTCLIENT" "$tap_tmp/bin/"
+mkdir -p "$tap_tmp/bin" "$tap_tmp/cl"
+[ "$TESTCLIENT" = "$tap_tmp/bin/hsmca-testclient" ] || cp "$TESTCLIENT" "$tap_tmp/bin/"
 TESTCLIENT=$tap_tmp/bin/hsmca-testclient
 chmod 0755 "$tap_tmp/bin" "$TESTCLIENT"
 [ -n "$client_user" ] && chown "$client_user" "$tap_tmp/cl"

@@ -15,8 +15,8 @@ signer_setup "call_timeout = 1000"
 ctl=$tok/faults
 sed "s|^module = .*|module = $HSMCA_FAULTMOD|" "$conf" > "$conf.new" && mv "$conf.new" "$conf"
 export HSMCA_FAULT_MODULE="$HSMCA_MODULE" HSMCA_FAULT_CONTROL="$ctl"
-mkdir "$tap_tmp/bin" "$tap_tmp/cl"
-cp "$TESTCLIENT" "$tap_tmp/bin/"
+mkdir -p "$tap_tmp/bin" "$tap_tmp/cl"
+[ "$TESTCLIENT" = "$tap_tmp/bin/hsmca-testclient" ] || cp "$TESTCLIENT" "$tap_tmp/bin/"
 TESTCLIENT=$tap_tmp/bin/hsmca-testclient
 chmod 0755 "$tap_tmp/bin" "$TESTCLIENT"
 [ -n "$client_user" ] && chown "$client_user" "$tap_tmp/cl"

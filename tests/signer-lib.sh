@@ -73,6 +73,17 @@ signer_setup() {
 		# The token and the audit log are the signer's; the signer's
 		# MAC key copy is root's (read before the drop), the other the
 		# policy daemon's.
+		# The client runs as the policy user, who may not reach the
+		# build tree (a clone under a 0700 directory): a copy of it.
+		case $TESTCLIENT in
+		"$tap_tmp"/*) ;;
+		*)
+			mkdir -p "$tap_tmp/bin"
+			cp "$TESTCLIENT" "$tap_tmp/bin/hsmca-testclient"
+			chmod 0755 "$tap_tmp/bin" "$tap_tmp/bin/hsmca-testclient"
+			TESTCLIENT=$tap_tmp/bin/hsmca-testclient
+			;;
+		esac
 		chown -R "$signer_user:$signer_user" "$tok" "$st/audit"
 		# The policy daemon reads the audit log to reconcile.
 		chgrp "$client_user" "$st/audit"

@@ -9,8 +9,8 @@
 
 signer_setup
 # The client as another user needs a binary and a directory it can use.
-mkdir "$tap_tmp/bin" "$tap_tmp/cl"
-cp "$TESTCLIENT" "$tap_tmp/bin/"
+mkdir -p "$tap_tmp/bin" "$tap_tmp/cl"
+[ "$TESTCLIENT" = "$tap_tmp/bin/hsmca-testclient" ] || cp "$TESTCLIENT" "$tap_tmp/bin/"
 TESTCLIENT=$tap_tmp/bin/hsmca-testclient
 chmod 0755 "$tap_tmp/bin" "$TESTCLIENT"
 [ -n "$client_user" ] && chown "$client_user" "$tap_tmp/cl"

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -332,7 +333,8 @@ caller_token(struct policyd *pd, struct https_request *req, struct caller *c)
 
 	if ((auth = https_header(req, "Authorization")) == NULL)
 		return 0;
-	if (strncmp(auth, BEARER, strlen(BEARER)) != 0) {
+	/* The scheme name is case-insensitive (RFC 9110 11.1). */
+	if (strncasecmp(auth, BEARER, strlen(BEARER)) != 0) {
 		reply_error(pd, req, 401, "authentication_required", "the "
 		    "Authorization header is not \"Bearer TOKEN\"");
 		return -1;

@@ -1021,6 +1021,10 @@ main(int argc, char *argv[])
 		fprintf(stderr, "configuration OK\n");
 		exit(0);
 	}
+	/* The network-facing daemon never needs root: refuse it. */
+	if (geteuid() == 0)
+		fatalx("refusing to run as root: start hsmca-policyd as its "
+		    "own user (the unit's User=hsmca-policy)");
 	signal(SIGPIPE, SIG_IGN);
 	if ((size_t)snprintf(tls_cert_path, sizeof(tls_cert_path),
 	    "%s/cert.pem", pd->pd_conf->pc_tls_dir) >= sizeof(tls_cert_path) ||

@@ -17,6 +17,13 @@ printf '[policyd]\nlisten = 127.0.0.1:0\nbogus = 1\n' > "$tap_tmp/bad.conf"
 check_fails "hsmca-policyd -n names file:line of an unknown setting" \
 	"bad.conf:3: unknown setting 'bogus'" "$POLICYD" -n -c "$tap_tmp/bad.conf"
 
+if [ "$(id -u)" -eq 0 ]; then
+	check_fails "hsmca-policyd refuses to serve as root" "refusing to run as root" \
+		timeout 10 "$POLICYD" -d -c "$pconf"
+else
+	skip "the root refusal needs root"
+fi
+
 if policyd_start; then
 	ok "hsmca-policyd issues its own TLS certificate through the signer and listens"
 else

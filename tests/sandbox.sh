@@ -174,6 +174,12 @@ point "user root: sandbox_enter refuses" none sh -c \
 	"test $rc -eq 3 && grep -q 'refusing to run as root' '$tap_tmp/none.err'"
 
 # Started unprivileged (no user to drop to): the rest of the sandbox holds.
+# The user may not reach the build tree (a clone under a 0700
+# directory): it runs a copy.
+mkdir "$tap_tmp/bin"
+cp "$probe" "$tap_tmp/bin/sandbox-probe"
+chmod 0755 "$tap_tmp/bin" "$tap_tmp/bin/sandbox-probe"
+probe=$tap_tmp/bin/sandbox-probe
 if setpriv --reuid="$uid" --regid="$gid" --clear-groups test -x "$probe"; then
 	setpriv --reuid="$uid" --regid="$gid" --clear-groups \
 		"$probe" - "$rw" "$ro" none "$outside" \

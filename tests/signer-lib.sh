@@ -16,6 +16,10 @@ signer_cleanup() {
 		kill -9 "$signer_pid" 2>/dev/null
 		wait "$signer_pid" 2>/dev/null
 	fi
+	# A load started as "client ... &" is a subshell around runuser and
+	# the client; killing the subshell leaves the client running, which
+	# would also keep its throwaway user from being deleted.
+	[ -n "${sock_url:-}" ] && pkill -9 -f -- "$sock_url" 2>/dev/null
 	for u in $signer_users; do
 		i=0
 		until userdel "$u" 2>/dev/null || [ $i -ge 20 ]; do

@@ -544,8 +544,8 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	issue_op_free(op);
 }
 
-static int
-push_name(GENERAL_NAMES *gens, int type, const char *v)
+int
+policyd_push_name(GENERAL_NAMES *gens, int type, const char *v)
 {
 	GENERAL_NAME *gn;
 	ASN1_IA5STRING *s;
@@ -651,10 +651,10 @@ issue_start(struct policyd *pd, struct https_request *req,
 			goto nomem;
 	}
 	for (i = 0; i < ci->ndns; i++)
-		if (push_name(ir->sans, GEN_DNS, ci->dns[i]) != 0)
+		if (policyd_push_name(ir->sans, GEN_DNS, ci->dns[i]) != 0)
 			goto nomem;
 	for (i = 0; i < ci->nuris; i++)
-		if (push_name(ir->sans, GEN_URI, ci->uris[i]) != 0)
+		if (policyd_push_name(ir->sans, GEN_URI, ci->uris[i]) != 0)
 			goto nomem;
 	if (ipc_encode(IPC_ISSUE_REQ_it(), ir, &body, &bodylen) != 0 ||
 	    RAND_bytes(id, sizeof(id)) != 1 ||

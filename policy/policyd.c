@@ -288,7 +288,7 @@ static char tls_cert_path[4096], tls_key_path[4096], tls_ca_path[4096];
 /* Seconds our certificate has left of its life, and that life; -1 when
  * there is none usable (missing, not ours, expired, key mismatch). */
 static long
-tls_remaining(struct policyd *pd, long *life)
+tls_remaining(long *life)
 {
 	FILE *f;
 	X509 *x = NULL;
@@ -310,7 +310,6 @@ tls_remaining(struct policyd *pd, long *life)
 	    (nb = (int64_t)timegm(&tm), 1) &&
 	    ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
 		na = (int64_t)timegm(&tm);
-		(void)pd;
 		if (na > now && na > nb) {
 			*life = (long)(na - nb);
 			ret = (long)(na - now);
@@ -375,7 +374,6 @@ tls_start_listener(struct policyd *pd)
 	    https_listen(pd->pd_https, pd->pd_conf->pc_listen_addr,
 	    pd->pd_conf->pc_listen_port, &port, err, sizeof(err)) != 0)
 		fatalx("HTTPS listener: %s", err);
-	pd->pd_listening = 1;
 	log_info("listening on %s port %d", pd->pd_conf->pc_listen_addr, port);
 	/* Tests and the quickstart wait for this line. */
 	if (getenv("HSMCA_POLICYD_PORT_FILE") != NULL) {
@@ -491,8 +489,6 @@ tls_issue(struct policyd *pd)
 	unsigned char *spki = NULL;
 	BIO *b = NULL;
 	BUF_MEM *m;
-	GENERAL_NAME *gn;
-	ASN1_IA5STRING *s;
 	size_t bodylen, i;
 	int spkilen, ret = -1, rc;
 	int64_t now = (int64_t)time(NULL);
@@ -517,21 +513,10 @@ tls_issue(struct policyd *pd)
 	    ASN1_STRING_set(ir->requester, requester, -1) != 1 ||
 	    ASN1_STRING_set(ir->rule, rule, -1) != 1)
 		goto out;
-	for (i = 0; i < pd->pd_conf->pc_ntls_names; i++) {
-		if ((gn = GENERAL_NAME_new()) == NULL)
+	for (i = 0; i < pd->pd_conf->pc_ntls_names; i++)
+		if (policyd_push_name(ir->sans, GEN_DNS,
+		    pd->pd_conf->pc_tls_names[i]) != 0)
 			goto out;
-		if ((s = ASN1_IA5STRING_new()) == NULL ||
-		    ASN1_STRING_set(s, pd->pd_conf->pc_tls_names[i], -1) != 1) {
-			ASN1_IA5STRING_free(s);
-			GENERAL_NAME_free(gn);
-			goto out;
-		}
-		GENERAL_NAME_set0_value(gn, GEN_DNS, s);
-		if (sk_GENERAL_NAME_push(ir->sans, gn) <= 0) {
-			GENERAL_NAME_free(gn);
-			goto out;
-		}
-	}
 	if (ipc_encode(IPC_ISSUE_REQ_it(), ir, &body, &bodylen) != 0 ||
 	    RAND_bytes(id, sizeof(id)) != 1 ||
 	    (b = BIO_new(BIO_s_mem())) == NULL ||
@@ -632,16 +617,10 @@ crl_add(const struct store_cert *sc, void *arg)
 	return 0;
 }
 
-struct crl_op {
-	struct policyd	*co_pd;
-	int64_t		 co_next;
-};
-
 static void
 crl_done(void *arg, int status, const struct ipc_message *msg)
 {
-	struct crl_op *op = arg;
-	struct policyd *pd = op->co_pd;
+	struct policyd *pd = arg;
 	IPC_CRL_RESP *resp = NULL;
 	uint8_t *crl;
 	size_t len;
@@ -663,7 +642,6 @@ crl_done(void *arg, int status, const struct ipc_message *msg)
 	free(pd->pd_crl);
 	pd->pd_crl = crl;
 	pd->pd_crllen = len;
-	pd->pd_crl_next = op->co_next;
 	if (pd->pd_crl_dirty) {
 		pd->pd_crl_dirty = 0;
 		schedule(ev_crl, 0);
@@ -672,7 +650,6 @@ crl_done(void *arg, int status, const struct ipc_message *msg)
 	log_info("CRL signed (%zu bytes)", len);
  out:
 	IPC_CRL_RESP_free(resp);
-	free(op);
 }
 
 static void
@@ -681,7 +658,6 @@ crl_sign(evutil_socket_t fd, short what, void *arg)
 	struct policyd *pd = arg;
 	struct store_filter f;
 	struct crl_walk cw;
-	struct crl_op *op = NULL;
 	IPC_CRL_REQ *req = NULL;
 	uint8_t *body = NULL;
 	size_t len;
@@ -695,8 +671,7 @@ crl_sign(evutil_socket_t fd, short what, void *arg)
 	memset(&f, 0, sizeof(f));
 	f.status = STORE_REVOKED;
 	f.not_after_from = now;
-	if ((req = IPC_CRL_REQ_new()) == NULL ||
-	    (op = calloc(1, sizeof(*op))) == NULL)
+	if ((req = IPC_CRL_REQ_new()) == NULL)
 		goto fail;
 	cw.cw_list = req->revoked;
 	if (store_list(pd->pd_store, &f, crl_add, &cw) != STORE_OK ||
@@ -709,18 +684,14 @@ crl_sign(evutil_socket_t fd, short what, void *arg)
 	    ASN1_STRING_set(req->requester, requester, -1) != 1 ||
 	    ipc_encode(IPC_CRL_REQ_it(), req, &body, &len) != 0)
 		goto fail;
-	op->co_pd = pd;
-	op->co_next = now + pd->pd_conf->pc_crl_validity;
 	if (link_send(pd->pd_link, IPC_T_SIGN_CRL_REQ, body, len, NULL,
-	    crl_done, op, NULL) != 0)
+	    crl_done, pd, NULL) != 0)
 		goto fail;
-	op = NULL;
 	goto out;
  fail:
 	log_warnx("CRL: cannot ask for one now; retrying");
 	schedule(ev_crl, 10);
  out:
-	free(op);
 	IPC_CRL_REQ_free(req);
 	OPENSSL_free(body);
 }
@@ -937,7 +908,7 @@ startup_step(evutil_socket_t fd, short what, void *arg)
 	if (tls_write_ca(pd) != 0)
 		fatal("%s", tls_ca_path);
 	if (!tls_ready) {
-		remaining = tls_remaining(pd, &life);
+		remaining = tls_remaining(&life);
 		if (remaining > life / 3) {
 			tls_ready = 1;
 			tls_start_listener(pd);

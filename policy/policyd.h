@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "ipc.h"
 
@@ -80,6 +81,8 @@ struct policyd;
 void	api_handle(struct https_request *, void *arg);
 /* Lower-case hex without leading zeros, as the inventory keeps serials. */
 int	policyd_serial_hex(const ASN1_INTEGER *, char *, size_t);
+/* Appends a DNS or URI name (an IA5String) to gens; 0 or -1. */
+int	policyd_push_name(GENERAL_NAMES *, int type, const char *);
 
 /* policyd.c: the daemon's state, shared by its files. */
 struct ca_key_info {
@@ -116,13 +119,10 @@ struct policyd {
 	size_t			 pd_nkeys;
 	char			*pd_bundle_pem;
 	size_t			 pd_bundle_len;
-	X509_STORE		*pd_trust;	/* the bundle, for checks */
 	uint8_t			*pd_crl;	/* current CRL, DER */
 	size_t			 pd_crllen;
-	int64_t			 pd_crl_next;	/* its nextUpdate */
 	int			 pd_crl_dirty;
 	struct policyd_metrics	 pd_metrics;
-	int			 pd_listening;
 };
 
 const struct ca_key_info *policyd_key(struct policyd *, const char *name);

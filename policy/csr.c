@@ -13,6 +13,7 @@
  */
 #include "config.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,7 +306,6 @@ csr_check_der(X509_REQ *req, const uint8_t *der, size_t derlen,
 {
 	const X509_NAME *subject;
 	X509_NAME *fresh = NULL;
-	EVP_PKEY *pkey;
 	const X509_NAME_ENTRY *ne;
 	uint8_t *re = NULL, *re2 = NULL;
 	int relen, relen2, i, set, prevset = -1, rv = -1;
@@ -353,25 +353,6 @@ csr_check_der(X509_REQ *req, const uint8_t *der, size_t derlen,
 		goto out;
 	}
 
-	/*
-	 * The key inside the SPKI's BIT STRING is kept as received too.  The
-	 * SPKI handed on is made from the decoded key, so it must be the
-	 * bytes the requester signed.  A key that does not decode is left
-	 * to csr_check_key, which says why.
-	 */
-	if ((pkey = X509_REQ_get0_pubkey(req)) != NULL) {
-		OPENSSL_free(re);
-		OPENSSL_free(re2);
-		re = re2 = NULL;
-		relen = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req), &re);
-		relen2 = i2d_PUBKEY(pkey, &re2);
-		if (relen <= 0 || relen != relen2 ||
-		    memcmp(re, re2, relen) != 0) {
-			csr_fail(err, "csr_malformed", "the public key is not "
-			    "DER (BER or a non-canonical encoding)");
-			goto out;
-		}
-	}
 	rv = 0;
 	goto out;
  oom:
@@ -493,7 +474,16 @@ csr_check_key(X509_REQ *req, EVP_PKEY **pkeyp, enum rules_key_alg *alg,
 		csr_fail(err, "csr_malformed", "out of memory");
 		goto out;
 	}
-	if (EVP_PKEY_public_check(ctx) != 1) {
+	/*
+	 * P-256 and P-384 have cofactor 1: a point on the curve, not at
+	 * infinity, with coordinates in range, is in the prime-order group,
+	 * so the quick check is the whole check (SP 800-56A 5.6.2.3.4), and
+	 * it spares the scalar multiplication by the order that the full
+	 * check costs (as much as the CSR's signature check).
+	 */
+	if ((knid == NID_X9_62_id_ecPublicKey ?
+	    EVP_PKEY_public_check_quick(ctx) :
+	    EVP_PKEY_public_check(ctx)) != 1) {
 		csr_fail(err, "csr_malformed", "the public key is not valid "
 		    "(%s)", knid == NID_X9_62_id_ecPublicKey ?
 		    "not a point on its curve" : csr_ssl_reason());
@@ -914,6 +904,80 @@ csr_common_name(X509_REQ *req, struct csr_info *out, struct csr_error *err)
 	return rv;
 }
 
+/*
+ * The SPKI handed on is made from the decoded key, and must be the bytes
+ * the requester signed: the key inside the BIT STRING is kept as received
+ * (BER or another encoding of the same key is refused).  For EC keys the
+ * SPKI is rebuilt from the named curve and the point as the key encodes
+ * it; OpenSSL 3.0's i2d_PUBKEY goes through the encoder framework, which
+ * costs more than the CSR's signature check, so only RSA and Ed25519 keys
+ * take that path.  Returns the length with *spki (malloc), or -1.
+ */
+static int
+csr_spki(X509_REQ *req, EVP_PKEY *pkey, uint8_t **spki,
+    struct csr_error *err)
+{
+	X509_PUBKEY *fresh = NULL;
+	ASN1_OBJECT *kalg = NULL, *curve = NULL;
+	const void *pval = NULL;
+	X509_ALGOR *pa = NULL;
+	uint8_t *re = NULL, *built = NULL, *pt = NULL;
+	size_t ptlen = 0;
+	int relen, blen = -1, ptype = V_ASN1_UNDEF, rv = -1;
+
+	*spki = NULL;
+	if ((relen = i2d_X509_PUBKEY(X509_REQ_get_X509_PUBKEY(req),
+	    &re)) <= 0 ||
+	    !X509_PUBKEY_get0_param(&kalg, NULL, NULL, &pa,
+	    X509_REQ_get_X509_PUBKEY(req)))
+		goto reencode;
+	if (OBJ_obj2nid(kalg) == NID_X9_62_id_ecPublicKey) {
+		X509_ALGOR_get0(NULL, &ptype, &pval, pa);
+		/* csr_check_key took only a named curve. */
+		if (ptype != V_ASN1_OBJECT ||
+		    !EVP_PKEY_get_octet_string_param(pkey,
+		    OSSL_PKEY_PARAM_PUB_KEY, NULL, 0, &ptlen) ||
+		    ptlen == 0 || ptlen > INT_MAX ||
+		    (pt = OPENSSL_malloc(ptlen)) == NULL ||
+		    !EVP_PKEY_get_octet_string_param(pkey,
+		    OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen, &ptlen) ||
+		    (fresh = X509_PUBKEY_new()) == NULL ||
+		    (curve = OBJ_dup(pval)) == NULL ||
+		    !X509_PUBKEY_set0_param(fresh,
+		    OBJ_nid2obj(NID_X9_62_id_ecPublicKey), V_ASN1_OBJECT,
+		    curve, pt, (int)ptlen))
+			goto reencode;
+		pt = NULL;	/* fresh owns them */
+		curve = NULL;
+		blen = i2d_X509_PUBKEY(fresh, &built);
+	} else
+		blen = i2d_PUBKEY(pkey, &built);
+	if (blen <= 0)
+		goto reencode;
+	if (blen != relen || memcmp(re, built, (size_t)relen) != 0) {
+		csr_fail(err, "csr_malformed", "the public key is not DER "
+		    "(BER or a non-canonical encoding)");
+		goto out;
+	}
+	if ((*spki = malloc((size_t)blen)) == NULL) {
+		csr_fail(err, "csr_malformed", "out of memory");
+		goto out;
+	}
+	memcpy(*spki, built, (size_t)blen);
+	rv = blen;
+	goto out;
+ reencode:
+	csr_fail(err, "csr_malformed", "the public key does not re-encode: %s",
+	    csr_ssl_reason());
+ out:
+	ASN1_OBJECT_free(curve);
+	OPENSSL_free(pt);
+	OPENSSL_free(re);
+	OPENSSL_free(built);
+	X509_PUBKEY_free(fresh);
+	return rv;
+}
+
 int
 csr_parse(const char *pem, size_t pemlen, struct csr_info *out,
     struct csr_error *err)
@@ -921,7 +985,7 @@ csr_parse(const char *pem, size_t pemlen, struct csr_info *out,
 	struct csr_error dummy;
 	X509_REQ *req = NULL;
 	EVP_PKEY *pkey;
-	uint8_t *der = NULL, *spki;
+	uint8_t *der = NULL;
 	const unsigned char *p;
 	size_t derlen = 0;
 	long version;
@@ -973,21 +1037,8 @@ csr_parse(const char *pem, size_t pemlen, struct csr_info *out,
 	    csr_common_name(req, out, err) == -1)
 		goto out;
 
-	if ((len = i2d_PUBKEY(pkey, NULL)) <= 0) {
-		csr_fail(err, "csr_malformed", "the public key does not "
-		    "re-encode: %s", csr_ssl_reason());
+	if ((len = csr_spki(req, pkey, &out->spki, err)) < 0)
 		goto out;
-	}
-	if ((out->spki = malloc((size_t)len)) == NULL) {
-		csr_fail(err, "csr_malformed", "out of memory");
-		goto out;
-	}
-	spki = out->spki;
-	if (i2d_PUBKEY(pkey, &spki) != len) {
-		csr_fail(err, "csr_malformed", "the public key does not "
-		    "re-encode: %s", csr_ssl_reason());
-		goto out;
-	}
 	out->spkilen = (size_t)len;
 	rv = 0;
  out:

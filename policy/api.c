@@ -96,6 +96,7 @@ count_denial(struct policyd_metrics *m, const char *code)
 	m->denied_by[i].n++;
 }
 
+static void token_refused(struct policyd *, struct https_request *, int);
 static void reply_error(struct policyd *, struct https_request *, int,
     const char *, const char *, ...) __attribute__((format(printf, 5, 6)));
 
@@ -241,6 +242,7 @@ struct caller {
 	char		 requester[128];	/* token callers */
 	char		 identity[IDENTITY_MAX + 1];	/* mTLS callers */
 	char		 serial[41];		/* of the mTLS certificate */
+	uint8_t		 token_hash[32];	/* spent with the pending row */
 	int		 token;
 	int		 mtls;
 };
@@ -350,28 +352,40 @@ caller_token(struct policyd *pd, struct https_request *req, struct caller *c)
 		reply_error(pd, req, 500, "internal", "cannot hash the token");
 		return -1;
 	}
-	rc = store_token_use(pd->pd_store, hash, (int64_t)time(NULL),
+	/* Checked now, spent with the pending row (issue_start): a request
+	 * refused before it keeps its use. */
+	rc = store_token_check(pd->pd_store, hash, (int64_t)time(NULL),
 	    c->requester, sizeof(c->requester));
-	switch (rc) {
-	case STORE_OK:
+	if (rc == STORE_OK) {
+		memcpy(c->token_hash, hash, sizeof(hash));
 		c->token = 1;
 		return 1;
+	}
+	token_refused(pd, req, rc);
+	return -1;
+}
+
+/* The answer to a token store_token_check or the spend refused. */
+static void
+token_refused(struct policyd *pd, struct https_request *req, int rc)
+{
+	switch (rc) {
 	case STORE_NOTFOUND:
 		reply_error(pd, req, 401, "token_unknown", "the bearer token "
 		    "is not known");
-		return -1;
+		break;
 	case STORE_EXPIRED:
 		reply_error(pd, req, 401, "token_expired", "the bearer token "
 		    "has expired");
-		return -1;
+		break;
 	case STORE_EXHAUSTED:
 		reply_error(pd, req, 401, "token_used", "the bearer token "
 		    "has no use left");
-		return -1;
+		break;
 	default:
 		reply_error(pd, req, 500, "internal", "inventory: %s",
 		    store_error(pd->pd_store));
-		return -1;
+		break;
 	}
 }
 
@@ -676,10 +690,11 @@ issue_start(struct policyd *pd, struct https_request *req,
 	row.sans = sanstext;
 	row.renewed_from = (char *)(uintptr_t)renewed_from;
 	row.created_at = now;
-	if ((rc = store_pending_add(pd->pd_store, &row, &op->io_row)) !=
-	    STORE_OK) {
-		reply_error(pd, req, 500, "internal", "inventory: %s",
-		    store_error(pd->pd_store));
+	rc = c->token ? store_pending_add_spend(pd->pd_store, &row,
+	    c->token_hash, now, &op->io_row) :
+	    store_pending_add(pd->pd_store, &row, &op->io_row);
+	if (rc != STORE_OK) {
+		token_refused(pd, req, rc);
 		goto out;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &op->io_start);
@@ -817,7 +832,7 @@ handle_issue(struct policyd *pd, struct https_request *req, int renew)
 		    ce.message);
 		goto out;
 	}
-	/* The cheap checks are done; only now is a token use spent. */
+	/* The cheap checks are done; only now is the token looked up. */
 	if (!renew && !c.mtls) {
 		if ((t = caller_token(pd, req, &c)) < 0)
 			goto out;

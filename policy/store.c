@@ -267,13 +267,10 @@ store_check_text(struct store *s, const char *op, const char *field,
 	return STORE_OK;
 }
 
-int
-store_pending_add(struct store *s, const struct store_cert *c, int64_t *id)
+static int
+store_pending_check(struct store *s, const char *op,
+    const struct store_cert *c, int64_t *id)
 {
-	const char *op = "pending_add";
-
-	if (s == NULL)
-		return STORE_ERROR;
 	if (id != NULL)
 		*id = 0;
 	if (c == NULL || id == NULL)
@@ -291,8 +288,32 @@ store_pending_add(struct store *s, const struct store_cert *c, int64_t *id)
 	    store_check_serial(s, "pending_add: renewed_from",
 	    c->renewed_from) != STORE_OK)
 		return STORE_ERROR;
+	return STORE_OK;
+}
+
+int
+store_pending_add(struct store *s, const struct store_cert *c, int64_t *id)
+{
+	if (s == NULL)
+		return STORE_ERROR;
+	if (store_pending_check(s, "pending_add", c, id) != STORE_OK)
+		return STORE_ERROR;
 	return store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
-	    id));
+	    NULL, 0, id));
+}
+
+int
+store_pending_add_spend(struct store *s, const struct store_cert *c,
+    const uint8_t hash[32], int64_t now, int64_t *id)
+{
+	if (s == NULL)
+		return STORE_ERROR;
+	if (store_pending_check(s, "pending_add", c, id) != STORE_OK)
+		return STORE_ERROR;
+	if (hash == NULL)
+		return store_fail_arg(s, "pending_add: no token hash");
+	return store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
+	    hash, now, id));
 }
 
 int
@@ -444,8 +465,8 @@ store_token_add(struct store *s, const uint8_t hash[32],
 	    requester, expires_at, uses));
 }
 
-int
-store_token_use(struct store *s, const uint8_t hash[32], int64_t now,
+static int
+store_token_args(struct store *s, const char *op, const uint8_t hash[32],
     char *requester, size_t requesterlen)
 {
 	if (requester != NULL && requesterlen > 0)
@@ -453,10 +474,31 @@ store_token_use(struct store *s, const uint8_t hash[32], int64_t now,
 	if (s == NULL)
 		return STORE_ERROR;
 	if (hash == NULL)
-		return store_fail_arg(s, "token_use: no token hash");
+		return store_fail_arg(s, "%s: no token hash", op);
 	if (requester == NULL || requesterlen == 0)
-		return store_fail_arg(s, "token_use: no requester buffer");
+		return store_fail_arg(s, "%s: no requester buffer", op);
+	return STORE_OK;
+}
+
+int
+store_token_use(struct store *s, const uint8_t hash[32], int64_t now,
+    char *requester, size_t requesterlen)
+{
+	if (store_token_args(s, "token_use", hash, requester, requesterlen) !=
+	    STORE_OK)
+		return STORE_ERROR;
 	return store_from_backend(s, s->st_ops->so_token_use(s->st_be, hash,
+	    now, requester, requesterlen));
+}
+
+int
+store_token_check(struct store *s, const uint8_t hash[32], int64_t now,
+    char *requester, size_t requesterlen)
+{
+	if (store_token_args(s, "token_check", hash, requester,
+	    requesterlen) != STORE_OK)
+		return STORE_ERROR;
+	return store_from_backend(s, s->st_ops->so_token_check(s->st_be, hash,
 	    now, requester, requesterlen));
 }
 

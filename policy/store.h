@@ -92,6 +92,14 @@ const char *store_error(const struct store *);
  * STORE_CONFLICT.
  */
 int	store_pending_add(struct store *, const struct store_cert *c, int64_t *id);
+/*
+ * store_pending_add and store_token_use in one transaction: the row is
+ * added only with a use of the token spent, and a use is spent only with
+ * the row (one commit, one flush to stable storage, instead of two).
+ * The token's errors are store_token_use's.
+ */
+int	store_pending_add_spend(struct store *, const struct store_cert *c,
+	    const uint8_t hash[32], int64_t now, int64_t *id);
 /* PENDING -> ISSUED; sets renewed_by on the renewed_from row in the same
  * transaction.  A serial already used anywhere is STORE_CONFLICT. */
 int	store_complete(struct store *, int64_t id, const char *serial,
@@ -126,6 +134,10 @@ int	store_token_add(struct store *, const uint8_t hash[32],
 	    const char *requester, int64_t expires_at, int uses);
 int	store_token_use(struct store *, const uint8_t hash[32], int64_t now,
 	    char *requester, size_t requesterlen);
+/* What store_token_use checks, and the requester, without spending a use:
+ * a request the policy then denies keeps its use. */
+int	store_token_check(struct store *, const uint8_t hash[32], int64_t now,
+	    char *requester, size_t requesterlen);
 /* Next CRL number (monotonic, starts at 1), persisted before it returns. */
 int	store_crl_next(struct store *, int64_t *number);
 
@@ -141,7 +153,9 @@ struct store_ops {
 			    size_t errlen);
 	void		(*so_close)(void *be);
 	const char	*(*so_error)(const void *be);
+	/* token_hash NULL: no token use to spend with the row. */
 	int		(*so_pending_add)(void *be, const struct store_cert *,
+			    const uint8_t *token_hash, int64_t now,
 			    int64_t *id);
 	int		(*so_complete)(void *be, int64_t id, const char *serial,
 			    const uint8_t *der, size_t derlen, int64_t not_before,
@@ -161,6 +175,8 @@ struct store_ops {
 	int		(*so_token_add)(void *be, const uint8_t hash[32],
 			    const char *requester, int64_t expires_at, int uses);
 	int		(*so_token_use)(void *be, const uint8_t hash[32],
+			    int64_t now, char *requester, size_t requesterlen);
+	int		(*so_token_check)(void *be, const uint8_t hash[32],
 			    int64_t now, char *requester, size_t requesterlen);
 	int		(*so_crl_next)(void *be, int64_t *number);
 };

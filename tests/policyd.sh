@@ -74,6 +74,16 @@ api POST /v1/certificates "$tap_tmp/svid.json" -H "Authorization: Bearer hsmca_n
 expect "an unknown bootstrap token is refused" 401 token_unknown
 api POST /v1/certificates "$tap_tmp/svid.json"
 expect "no credentials: 401" 401 authentication_required
+# A use is spent with the pending row, not before the policy says yes.
+tok=$(token web 1)
+body svid subca
+api POST /v1/certificates "$tap_tmp/svid.json" -H "Authorization: Bearer $tok"
+expect "a single-use token's request that the policy denies is refused" 403 profile_not_allowed
+body svid svid 2h
+api POST /v1/certificates "$tap_tmp/svid.json" -H "Authorization: Bearer $tok"
+expect "... and the token's one use is still there for an allowed request" 201
+api POST /v1/certificates "$tap_tmp/svid.json" -H "Authorization: Bearer $tok"
+expect "... which spends it" 401 token_used
 
 # --- denials: each a 4xx, no row, no signature
 tok=$(token web 20)
@@ -231,10 +241,10 @@ check "no row is left pending and denied requests left none" sh -c "
 # --- metrics and health
 api GET /metrics
 check "/metrics counts the issued SVID and peer certificates" sh -c "
-	grep -q '^hsmca_issued_total{profile=\"svid\"} 1\$' $tap_tmp/resp &&
+	grep -q '^hsmca_issued_total{profile=\"svid\"} 2\$' $tap_tmp/resp &&
 	grep -q '^hsmca_renewed_total{profile=\"peer\"} 1\$' $tap_tmp/resp &&
 	grep -q '^hsmca_signer_up 1\$' $tap_tmp/resp &&
-	grep -q '^hsmca_denied_total{reason=\"token_used\"} 1\$' $tap_tmp/resp &&
+	grep -q '^hsmca_denied_total{reason=\"token_used\"} 2\$' $tap_tmp/resp &&
 	grep -q '^hsmca_denied_total{reason=\"name_not_allowed\"} [1-9]' $tap_tmp/resp"
 
 # --- malformed HTTP, JSON and PEM: each a 4xx with a JSON error, no

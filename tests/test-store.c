@@ -1014,6 +1014,101 @@ test_tokens(void **state)
 	assert_int_equal(store_token_add(f->s, h, "x", 2000, 1), STORE_OK);
 }
 
+/*
+ * store_token_check spends nothing; store_pending_add_spend spends one use
+ * with the row, and neither without the other.
+ */
+static void
+test_token_spend_with_row(void **state)
+{
+	struct fixture *f = *state;
+	struct store_cert c, got;
+	uint8_t h[32];
+	char name[64], n[32];
+	int64_t id = -1;
+	int i;
+
+	open_store(f);
+	hash_of(h, 7);
+	assert_int_equal(store_token_add(f->s, h, "bob", 2000, 1), STORE_OK);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(store_token_check(f->s, h, 1000, name,
+		    sizeof(name)), STORE_OK);
+		assert_string_equal(name, "bob");
+	}
+	assert_int_equal(store_token_check(f->s, h, 2000, name, sizeof(name)),
+	    STORE_EXPIRED);
+	assert_string_equal(name, "");
+	assert_int_equal(store_token_check(f->s, h, 1000, name, 3),
+	    STORE_ERROR);
+
+	make_cert(&c, 70, "spiffe://td/a", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &id),
+	    STORE_OK);
+	assert_true(id > 0);
+	assert_int_equal(store_get_by_request(f->s, c.request_id, &got),
+	    STORE_OK);
+	assert_int_equal(got.status, STORE_PENDING);
+	store_cert_clear(&got);
+	store_cert_clear(&c);
+	assert_int_equal(store_token_check(f->s, h, 1000, name, sizeof(name)),
+	    STORE_EXHAUSTED);
+
+	/* No use left: no row either. */
+	make_cert(&c, 71, "spiffe://td/a", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &id),
+	    STORE_EXHAUSTED);
+	assert_int_equal(id, 0);
+	assert_int_equal(store_get_by_request(f->s, c.request_id, &got),
+	    STORE_NOTFOUND);
+	store_cert_clear(&c);
+
+	/* A row that cannot be added (its request id is taken) spends
+	 * nothing, and an unknown or expired token adds nothing. */
+	hash_of(h, 8);
+	assert_int_equal(store_token_add(f->s, h, "carol", 2000, 1), STORE_OK);
+	make_cert(&c, 70, "spiffe://td/a", "carol", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &id),
+	    STORE_CONFLICT);
+	store_cert_clear(&c);
+	reopen_store(f);
+	assert_int_equal(store_token_check(f->s, h, 1000, name, sizeof(name)),
+	    STORE_OK);
+	make_cert(&c, 72, "spiffe://td/a", "carol", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 2000, &id),
+	    STORE_EXPIRED);
+	hash_of(h, 9);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &id),
+	    STORE_NOTFOUND);
+	assert_int_equal(store_get_by_request(f->s, c.request_id, &got),
+	    STORE_NOTFOUND);
+	assert_int_equal(store_pending_add_spend(f->s, &c, NULL, 1000, &id),
+	    STORE_ERROR);
+	store_cert_clear(&c);
+	raw_query(f->path, "SELECT count(*) FROM certificates", n, sizeof(n));
+	assert_string_equal(n, "1");
+}
+
+/* A store from before the renewed_by index gets it when opened. */
+static void
+test_renewed_by_index(void **state)
+{
+	struct fixture *f = *state;
+	const char *q = "SELECT count(*) FROM sqlite_master WHERE type = "
+	    "'index' AND name = 'certificates_renewed_by'";
+	char n[32];
+
+	open_store(f);
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "1");
+	raw_exec(f->path, "DROP INDEX certificates_renewed_by");
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "0");
+	reopen_store(f);
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "1");
+}
+
 static void
 test_crl_next(void **state)
 {
@@ -1223,6 +1318,8 @@ test_null_store(void **state)
 	assert_int_equal(store_token_use(NULL, h, 1, name, sizeof(name)),
 	    STORE_ERROR);
 	assert_string_equal(name, "");
+	assert_int_equal(store_token_check(NULL, h, 1, name, sizeof(name)),
+	    STORE_ERROR);
 	assert_int_equal(store_open("x", NULL, NULL, 0), STORE_ERROR);
 	store_close(NULL);
 }
@@ -1252,6 +1349,10 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_count, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_token_spend_with_row,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_renewed_by_index,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crl_next, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_durability_exit, setup,

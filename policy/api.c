@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "csr.h"
+#include "csrpool.h"
 #include "https.h"
 #include "ipc.h"
 #include "log.h"
@@ -783,58 +784,68 @@ parse_body(struct policyd *pd, struct https_request *req, const char **csr,
 	return NULL;
 }
 
+/*
+ * An issuance or renewal while its CSR is checked off the loop: what
+ * handle_issue found out so far.  The body holds the CSR text and the
+ * profile name, or the certificate renewed holds the profile.
+ */
+struct issue_parse {
+	struct policyd		*ip_pd;
+	struct https_request	*ip_req;
+	struct csrpool_job	*ip_job;
+	json_t			*ip_body;
+	struct store_cert	 ip_old;
+	struct caller		 ip_caller;
+	const char		*ip_profile;
+	long			 ip_ttl;
+	int			 ip_renew;
+};
+
 static void
-handle_issue(struct policyd *pd, struct https_request *req, int renew)
+issue_parse_free(struct issue_parse *ip)
 {
-	struct caller c;
-	struct csr_info ci;
-	struct csr_error ce;
+	store_cert_clear(&ip->ip_old);
+	json_decref(ip->ip_body);
+	explicit_bzero(&ip->ip_caller, sizeof(ip->ip_caller));
+	free(ip);
+}
+
+/* The client went while its CSR was being checked. */
+static void
+issue_parse_aborted(void *arg)
+{
+	struct issue_parse *ip = arg;
+
+	csrpool_cancel(ip->ip_pd->pd_csrpool, ip->ip_job);
+	issue_parse_free(ip);
+}
+
+/* The rest of handle_issue, with the CSR checked. */
+static void
+issue_parsed(void *arg, int parsed, struct csr_info *ci,
+    const struct csr_error *ce)
+{
+	struct issue_parse *ip = arg;
+	struct policyd *pd = ip->ip_pd;
+	struct https_request *req = ip->ip_req;
+	struct caller *c = &ip->ip_caller;
 	struct rules_caller rc;
 	struct rules_request rr;
 	struct rules_decision d;
-	struct store_cert old;
-	const char *csr, *profile;
-	long ttl;
-	json_t *j;
-	int t;
+	int renew = ip->ip_renew, t;
 
-	memset(&c, 0, sizeof(c));
-	memset(&ci, 0, sizeof(ci));
-	memset(&old, 0, sizeof(old));
-	if ((j = parse_body(pd, req, &csr, &profile, &ttl)) == NULL)
-		return;
-	if (caller_mtls(pd, req, &c) != 0)
-		goto out;
-	if (renew) {
-		if (!c.mtls) {
-			reply_error(pd, req, 401, "authentication_required",
-			    "renewal needs the certificate being renewed as "
-			    "the TLS client certificate");
-			goto out;
-		}
-		if (store_get(pd->pd_store, c.serial, &old) != STORE_OK) {
-			reply_error(pd, req, 500, "internal", "inventory: %s",
-			    store_error(pd->pd_store));
-			goto out;
-		}
-		if (profile == NULL)
-			profile = old.profile;
-	}
-	if (profile == NULL) {
-		reply_error(pd, req, 400, "profile_missing", "\"profile\" is "
-		    "missing (svid, server, client, peer, subca)");
-		goto out;
-	}
-	if (csr_parse(csr, strlen(csr), &ci, &ce) != 0) {
-		reply_error(pd, req, ce.code != NULL &&
-		    strcmp(ce.code, "csr_too_large") == 0 ? 413 : 400,
-		    ce.code != NULL ? ce.code : "csr_malformed", "%s",
-		    ce.message);
+	ip->ip_job = NULL;
+	https_on_abort(req, NULL, NULL);
+	if (parsed != 0) {
+		reply_error(pd, req, ce->code != NULL &&
+		    strcmp(ce->code, "csr_too_large") == 0 ? 413 : 400,
+		    ce->code != NULL ? ce->code : "csr_malformed", "%s",
+		    ce->message);
 		goto out;
 	}
 	/* The cheap checks are done; only now is the token looked up. */
-	if (!renew && !c.mtls) {
-		if ((t = caller_token(pd, req, &c)) < 0)
+	if (!renew && !c->mtls) {
+		if ((t = caller_token(pd, req, c)) < 0)
 			goto out;
 		if (t == 0) {
 			reply_error(pd, req, 401, "authentication_required",
@@ -844,16 +855,16 @@ handle_issue(struct policyd *pd, struct https_request *req, int renew)
 		}
 	}
 	memset(&rc, 0, sizeof(rc));
-	rc.token_requester = c.token ? c.requester : NULL;
-	rc.identity = c.mtls ? c.identity : NULL;
+	rc.token_requester = c->token ? c->requester : NULL;
+	rc.identity = c->mtls ? c->identity : NULL;
 	memset(&rr, 0, sizeof(rr));
-	rr.profile = profile;
-	rr.ttl = ttl;
-	rr.alg = ci.alg;
-	rr.dns = (const char *const *)ci.dns;
-	rr.ndns = ci.ndns;
-	rr.uris = (const char *const *)ci.uris;
-	rr.nuris = ci.nuris;
+	rr.profile = ip->ip_profile;
+	rr.ttl = ip->ip_ttl;
+	rr.alg = ci->alg;
+	rr.dns = (const char *const *)ci->dns;
+	rr.ndns = ci->ndns;
+	rr.uris = (const char *const *)ci->uris;
+	rr.nuris = ci->nuris;
 	rr.renewal = renew;
 	memset(&d, 0, sizeof(d));
 	if (rules_decide(pd->pd_rules, &rc, &rr, &d) != 0) {
@@ -861,11 +872,70 @@ handle_issue(struct policyd *pd, struct https_request *req, int renew)
 		    "%s", d.message);
 		goto out;
 	}
-	issue_start(pd, req, &c, profile, &d, &ci, renew ? c.serial : NULL);
+	issue_start(pd, req, c, ip->ip_profile, &d, ci,
+	    renew ? c->serial : NULL);
  out:
-	store_cert_clear(&old);
-	csr_info_clear(&ci);
-	json_decref(j);
+	csr_info_clear(ci);
+	issue_parse_free(ip);
+}
+
+/*
+ * The body, the caller's certificate and the profile are checked here;
+ * the CSR goes to the pool, and issue_parsed goes on when it is checked.
+ */
+static void
+handle_issue(struct policyd *pd, struct https_request *req, int renew)
+{
+	struct issue_parse *ip;
+	const char *csr, *profile;
+	long ttl;
+	json_t *j;
+
+	if ((j = parse_body(pd, req, &csr, &profile, &ttl)) == NULL)
+		return;
+	if ((ip = calloc(1, sizeof(*ip))) == NULL) {
+		json_decref(j);
+		reply_error(pd, req, 500, "internal", "out of memory");
+		return;
+	}
+	ip->ip_pd = pd;
+	ip->ip_req = req;
+	ip->ip_body = j;
+	ip->ip_ttl = ttl;
+	ip->ip_renew = renew;
+	if (caller_mtls(pd, req, &ip->ip_caller) != 0)
+		goto out;
+	if (renew) {
+		if (!ip->ip_caller.mtls) {
+			reply_error(pd, req, 401, "authentication_required",
+			    "renewal needs the certificate being renewed as "
+			    "the TLS client certificate");
+			goto out;
+		}
+		if (store_get(pd->pd_store, ip->ip_caller.serial,
+		    &ip->ip_old) != STORE_OK) {
+			reply_error(pd, req, 500, "internal", "inventory: %s",
+			    store_error(pd->pd_store));
+			goto out;
+		}
+		if (profile == NULL)
+			profile = ip->ip_old.profile;
+	}
+	if (profile == NULL) {
+		reply_error(pd, req, 400, "profile_missing", "\"profile\" is "
+		    "missing (svid, server, client, peer, subca)");
+		goto out;
+	}
+	ip->ip_profile = profile;
+	if ((ip->ip_job = csrpool_submit(pd->pd_csrpool, csr, strlen(csr),
+	    issue_parsed, ip)) == NULL) {
+		reply_error(pd, req, 500, "internal", "out of memory");
+		goto out;
+	}
+	https_on_abort(req, issue_parse_aborted, ip);
+	return;
+ out:
+	issue_parse_free(ip);
 }
 
 /* --- revocation and inventory ------------------------------------------ */

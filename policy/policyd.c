@@ -33,6 +33,7 @@
 #include <openssl/x509v3.h>
 
 #include "audit.h"
+#include "csrpool.h"
 #include "https.h"
 #include "ipc.h"
 #include "log.h"
@@ -1022,6 +1023,10 @@ main(int argc, char *argv[])
 		fatalx("signer %s: cannot open the IPC client",
 		    pd->pd_conf->pc_signer_url);
 	OPENSSL_cleanse(pd->pd_mac, sizeof(pd->pd_mac));
+	if ((pd->pd_csrpool = csrpool_new(pd->pd_base, 0)) == NULL)
+		fatalx("cannot start the CSR checking threads");
+	log_debug("checking CSRs on %d threads",
+	    csrpool_threads(pd->pd_csrpool));
 	if ((ev_startup = evtimer_new(pd->pd_base, startup_step, pd)) == NULL ||
 	    (ev_reconcile = evtimer_new(pd->pd_base, reconcile, pd)) == NULL ||
 	    (ev_crl = evtimer_new(pd->pd_base, crl_sign, pd)) == NULL ||
@@ -1037,7 +1042,9 @@ main(int argc, char *argv[])
 	    pd->pd_conf->pc_signer_url);
 	event_base_dispatch(pd->pd_base);
 
+	/* Pending requests' abort callbacks cancel their CSR jobs. */
 	https_free(pd->pd_https);
+	csrpool_free(pd->pd_csrpool);
 	link_free(pd->pd_link);
 	for (i = 0; i < 3; i++)
 		if (sigs[i] != NULL)

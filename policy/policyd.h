@@ -22,6 +22,7 @@ struct https_request;
 struct rules;
 struct store;
 struct link;
+struct csrpool;
 
 /* config.c */
 struct policyd_config {
@@ -114,6 +115,7 @@ struct policyd {
 	struct rules		*pd_rules;
 	struct store		*pd_store;
 	struct link		*pd_link;
+	struct csrpool		*pd_csrpool;	/* CSR checks off the loop */
 	uint8_t			 pd_mac[IPC_KEY_LEN];
 	struct ca_key_info	*pd_keys;
 	size_t			 pd_nkeys;

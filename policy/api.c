@@ -29,6 +29,7 @@
 
 #include "csr.h"
 #include "csrpool.h"
+#include "storeq.h"
 #include "https.h"
 #include "ipc.h"
 #include "log.h"
@@ -97,7 +98,8 @@ count_denial(struct policyd_metrics *m, const char *code)
 	m->denied_by[i].n++;
 }
 
-static void token_refused(struct policyd *, struct https_request *, int);
+static void token_refused(struct policyd *, struct https_request *, int,
+		    const char *);
 static void reply_error(struct policyd *, struct https_request *, int,
     const char *, const char *, ...) __attribute__((format(printf, 5, 6)));
 
@@ -362,13 +364,15 @@ caller_token(struct policyd *pd, struct https_request *req, struct caller *c)
 		c->token = 1;
 		return 1;
 	}
-	token_refused(pd, req, rc);
+	token_refused(pd, req, rc, NULL);
 	return -1;
 }
 
-/* The answer to a token store_token_check or the spend refused. */
+/* The answer to a token store_token_check or the spend refused; err is
+ * the store's reason for STORE_ERROR, NULL for the loop's store's. */
 static void
-token_refused(struct policyd *pd, struct https_request *req, int rc)
+token_refused(struct policyd *pd, struct https_request *req, int rc,
+    const char *err)
 {
 	switch (rc) {
 	case STORE_NOTFOUND:
@@ -385,7 +389,7 @@ token_refused(struct policyd *pd, struct https_request *req, int rc)
 		break;
 	default:
 		reply_error(pd, req, 500, "internal", "inventory: %s",
-		    store_error(pd->pd_store));
+		    err != NULL ? err : store_error(pd->pd_store));
 		break;
 	}
 }
@@ -404,6 +408,12 @@ struct issue_op {
 	uint8_t			*io_spki;
 	size_t			 io_spkilen;
 	struct timespec		 io_start;
+	uint8_t			 io_id[IPC_ID_LEN];	/* the signer request's */
+	uint8_t			*io_body;	/* its body, until sent */
+	size_t			 io_bodylen;
+	char			 io_serial[41];	/* the answer, until stored */
+	uint8_t			*io_der;
+	size_t			 io_derlen;
 };
 
 static void
@@ -411,7 +421,18 @@ issue_op_free(struct issue_op *op)
 {
 	free(op->io_key);
 	free(op->io_spki);
+	OPENSSL_free(op->io_body);
+	free(op->io_der);
 	free(op);
+}
+
+/* The end of an issuance: the client (if still there) has its answer. */
+static void
+issue_finish(struct issue_op *op)
+{
+	if (op->io_req != NULL)
+		https_on_abort(op->io_req, NULL, NULL);
+	issue_op_free(op);
 }
 
 static void
@@ -451,6 +472,64 @@ issue_check_cert(struct issue_op *op, const uint8_t *der, size_t len)
 	    memcmp(spki, op->io_spki, spkilen) == 0 ? 0 : -1;
 }
 
+/* A row that will not be completed; the loop does not wait for it. */
+static void
+issue_fail_row(struct issue_op *op, const char *why)
+{
+	if (storeq_fail(op->io_pd->pd_storeq, op->io_row, why, NULL,
+	    NULL) != 0)
+		log_warnx("inventory row %lld: out of memory; left pending "
+		    "for reconciliation", (long long)op->io_row);
+}
+
+/* After the completed row is committed: the answer to the client. */
+static void
+issue_completed(void *arg, int rc, int64_t id, const char *err)
+{
+	struct issue_op *op = arg;
+	struct policyd *pd = op->io_pd;
+	struct https_request *req = op->io_req;
+	const struct ca_key_info *ki;
+	char nb[32], na[32], *pem = NULL;
+
+	(void)id;
+	if (req != NULL)
+		https_on_abort(req, NULL, NULL);
+	op->io_req = NULL;
+	if (rc != STORE_OK) {
+		log_warnx("inventory row %lld: serial %s not recorded: %s",
+		    (long long)op->io_row, op->io_serial, err);
+		if (req != NULL)
+			reply_error(pd, req, 500, "internal", "the certificate "
+			    "could not be recorded; it is not delivered");
+		goto out;
+	}
+	if (op->io_renewal)
+		pd->pd_metrics.renewed[op->io_profile]++;
+	else
+		pd->pd_metrics.issued[op->io_profile]++;
+	log_info("issued %s serial %s (row %lld)",
+	    profile_names[op->io_profile], op->io_serial,
+	    (long long)op->io_row);
+	if (req == NULL)
+		goto out;
+	if ((pem = pem_of_der(op->io_der, op->io_derlen)) == NULL) {
+		reply_error(pd, req, 500, "internal", "out of memory");
+		goto out;
+	}
+	ki = policyd_key(pd, op->io_key);
+	rfc3339(op->io_not_before, nb, sizeof(nb));
+	rfc3339(op->io_not_after, na, sizeof(na));
+	reply_json(req, 201, json_pack("{s:s,s:s,s:s,s:s,s:s}",
+	    "serial", op->io_serial, "certificate", pem,
+	    "chain", ki != NULL && ki->chain_pem != NULL ? ki->chain_pem : "",
+	    "not_before", nb, "not_after", na));
+ out:
+	free(pem);
+	issue_finish(op);
+}
+
+/* The signer's answer: the row completed (then issue_completed) or failed. */
 static void
 issue_done(void *arg, int status, const struct ipc_message *msg)
 {
@@ -459,14 +538,11 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	struct https_request *req = op->io_req;
 	IPC_ISSUE_RESP *resp = NULL;
 	IPC_ERROR_RESP *er = NULL;
-	const struct ca_key_info *ki;
-	char serial[41], nb[32], na[32], *pem = NULL, reason[256];
+	char reason[256];
 	const uint8_t *der;
 	size_t derlen;
-	int code, rc;
+	int code;
 
-	if (req != NULL)
-		https_on_abort(req, NULL, NULL);
 	observe_latency(pd, &op->io_start);
 	if (status != 0) {
 		/* Maybe signed, maybe not: the row stays pending and the
@@ -475,10 +551,12 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 		log_warnx("inventory row %lld: the signer did not answer "
 		    "(%s); left pending for reconciliation",
 		    (long long)op->io_row, link_strerror(status));
-		if (req != NULL)
+		if (req != NULL) {
+			https_on_abort(req, NULL, NULL);
 			reply_error(pd, req, 503, "signer_unavailable", "the "
 			    "signer did not answer in time; nothing was "
 			    "delivered");
+		}
 		goto out;
 	}
 	if (msg->im_type == IPC_T_ERROR_RESP) {
@@ -492,11 +570,10 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 			    ASN1_STRING_length(er->reason),
 			    (const char *)ASN1_STRING_get0_data(er->reason));
 		}
-		if (store_fail(pd->pd_store, op->io_row, reason) != STORE_OK)
-			log_warnx("inventory row %lld: %s", (long long)op->io_row,
-			    store_error(pd->pd_store));
+		issue_fail_row(op, reason);
 		if (req == NULL)
 			goto out;
+		https_on_abort(req, NULL, NULL);
 		if (code == IPC_REFUSE_UNAVAILABLE || code == IPC_REFUSE_BUSY ||
 		    code == IPC_REFUSE_AUDIT || code == IPC_REFUSE_INTERNAL)
 			reply_error(pd, req, 503, "signer_unavailable",
@@ -511,52 +588,53 @@ issue_done(void *arg, int status, const struct ipc_message *msg)
 	if (msg->im_type != IPC_T_ISSUE_CERT_RESP ||
 	    ipc_decode(IPC_ISSUE_RESP_it(), msg->im_body, msg->im_bodylen,
 	    "issue answer", (void **)&resp) != 0 ||
-	    policyd_serial_hex(resp->serial, serial, sizeof(serial)) != 0 ||
+	    policyd_serial_hex(resp->serial, op->io_serial,
+	    sizeof(op->io_serial)) != 0 ||
 	    issue_check_cert(op, ASN1_STRING_get0_data(resp->certificate),
 	    (size_t)ASN1_STRING_length(resp->certificate)) != 0) {
 		log_warnx("inventory row %lld: the signer's answer is not a "
 		    "certificate for the requested key", (long long)op->io_row);
-		store_fail(pd->pd_store, op->io_row, "malformed answer");
-		if (req != NULL)
+		issue_fail_row(op, "malformed answer");
+		if (req != NULL) {
+			https_on_abort(req, NULL, NULL);
 			reply_error(pd, req, 502, "signer_answer_invalid",
 			    "the signer's answer was not usable");
+		}
 		goto out;
 	}
 	der = ASN1_STRING_get0_data(resp->certificate);
 	derlen = (size_t)ASN1_STRING_length(resp->certificate);
-	if ((rc = store_complete(pd->pd_store, op->io_row, serial, der, derlen,
-	    op->io_not_before, op->io_not_after)) != STORE_OK) {
-		log_warnx("inventory row %lld: serial %s not recorded: %s",
-		    (long long)op->io_row, serial, store_error(pd->pd_store));
-		if (req != NULL)
-			reply_error(pd, req, 500, "internal", "the certificate "
-			    "could not be recorded; it is not delivered");
+	if ((op->io_der = malloc(derlen)) == NULL) {
+		/* The row stays pending; the reconciliation completes it. */
+		log_warnx("inventory row %lld: out of memory; left pending "
+		    "for reconciliation", (long long)op->io_row);
+		if (req != NULL) {
+			https_on_abort(req, NULL, NULL);
+			reply_error(pd, req, 500, "internal", "out of memory");
+		}
 		goto out;
 	}
-	if (op->io_renewal)
-		pd->pd_metrics.renewed[op->io_profile]++;
-	else
-		pd->pd_metrics.issued[op->io_profile]++;
-	log_info("issued %s serial %s (row %lld)",
-	    profile_names[op->io_profile], serial, (long long)op->io_row);
-	if (req == NULL)
-		goto out;
-	if ((pem = pem_of_der(der, derlen)) == NULL) {
-		reply_error(pd, req, 500, "internal", "out of memory");
+	memcpy(op->io_der, der, derlen);
+	op->io_derlen = derlen;
+	if (storeq_complete(pd->pd_storeq, op->io_row, op->io_serial,
+	    op->io_der, op->io_derlen, op->io_not_before, op->io_not_after,
+	    issue_completed, op) != 0) {
+		log_warnx("inventory row %lld: out of memory; left pending "
+		    "for reconciliation", (long long)op->io_row);
+		if (req != NULL) {
+			https_on_abort(req, NULL, NULL);
+			reply_error(pd, req, 500, "internal", "out of memory");
+		}
 		goto out;
 	}
-	ki = policyd_key(pd, op->io_key);
-	rfc3339(op->io_not_before, nb, sizeof(nb));
-	rfc3339(op->io_not_after, na, sizeof(na));
-	reply_json(req, 201, json_pack("{s:s,s:s,s:s,s:s,s:s}",
-	    "serial", serial, "certificate", pem,
-	    "chain", ki != NULL && ki->chain_pem != NULL ? ki->chain_pem : "",
-	    "not_before", nb, "not_after", na));
+	op = NULL;	/* issue_completed has it */
  out:
-	free(pem);
 	IPC_ISSUE_RESP_free(resp);
 	IPC_ERROR_RESP_free(er);
-	issue_op_free(op);
+	if (op != NULL) {
+		op->io_req = NULL;	/* answered above, if at all */
+		issue_finish(op);
+	}
 }
 
 int
@@ -599,10 +677,54 @@ sans_json(const struct csr_info *ci)
 	return a;
 }
 
+/* After the pending row is committed: the signer is asked. */
+static void
+issue_added(void *arg, int rc, int64_t id, const char *err)
+{
+	struct issue_op *op = arg;
+	struct policyd *pd = op->io_pd;
+	struct https_request *req = op->io_req;
+	int lrc;
+
+	if (rc != STORE_OK) {
+		if (req != NULL) {
+			https_on_abort(req, NULL, NULL);
+			token_refused(pd, req, rc, err);
+		}
+		op->io_req = NULL;
+		issue_finish(op);
+		return;
+	}
+	op->io_row = id;
+	if (req == NULL) {
+		/* Nobody to give it to: not worth a signature. */
+		issue_fail_row(op, "the client went away before the signer "
+		    "was asked");
+		issue_finish(op);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &op->io_start);
+	if ((lrc = link_send(pd->pd_link, IPC_T_ISSUE_CERT_REQ, op->io_body,
+	    op->io_bodylen, op->io_id, issue_done, op, NULL)) != 0) {
+		issue_fail_row(op, "the signer could not be reached");
+		https_on_abort(req, NULL, NULL);
+		op->io_req = NULL;
+		reply_error(pd, req, 503, "signer_unavailable", "the signer "
+		    "cannot be reached (%s)", link_strerror(lrc));
+		issue_finish(op);
+		return;
+	}
+	OPENSSL_free(op->io_body);
+	op->io_body = NULL;
+}
+
 /*
  * Asks the signer for a certificate for ci as decided, recording it in
- * the inventory first.  The answer goes to req (if still there) from
- * issue_done.  Returns 0, or answers req and returns -1.
+ * the inventory first: the pending row (with the token's use) goes to the
+ * store's thread, issue_added asks the signer once it is committed,
+ * issue_done queues the completed row, and issue_completed answers req
+ * (if still there) once that is committed.  Returns 0, or answers req and
+ * returns -1.
  */
 static int
 issue_start(struct policyd *pd, struct https_request *req,
@@ -618,7 +740,7 @@ issue_start(struct policyd *pd, struct https_request *req,
 	json_t *sans = NULL;
 	char *sanstext = NULL, cn[80], subject[96] = "";
 	int64_t now = (int64_t)time(NULL);
-	int rc, ret = -1;
+	int ret = -1;
 
 	memset(&row, 0, sizeof(row));
 	if ((op = calloc(1, sizeof(*op))) == NULL ||
@@ -691,22 +813,15 @@ issue_start(struct policyd *pd, struct https_request *req,
 	row.sans = sanstext;
 	row.renewed_from = (char *)(uintptr_t)renewed_from;
 	row.created_at = now;
-	rc = c->token ? store_pending_add_spend(pd->pd_store, &row,
-	    c->token_hash, now, &op->io_row) :
-	    store_pending_add(pd->pd_store, &row, &op->io_row);
-	if (rc != STORE_OK) {
-		token_refused(pd, req, rc);
-		goto out;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &op->io_start);
-	if ((rc = link_send(pd->pd_link, IPC_T_ISSUE_CERT_REQ, body, bodylen,
-	    id, issue_done, op, NULL)) != 0) {
-		store_fail(pd->pd_store, op->io_row, "the signer could not "
-		    "be reached");
-		reply_error(pd, req, 503, "signer_unavailable", "the signer "
-		    "cannot be reached (%s)", link_strerror(rc));
-		goto out;
-	}
+	op->io_body = body;
+	op->io_bodylen = bodylen;
+	memcpy(op->io_id, id, sizeof(id));
+	body = NULL;
+	if (storeq_pending_add(pd->pd_storeq, &row, c->token ?
+	    c->token_hash : NULL, now, issue_added, op) != 0)
+		goto nomem;
+	/* From here the op is issue_added's; a client that goes meanwhile
+	 * only clears io_req. */
 	https_on_abort(req, issue_aborted, op);
 	op = NULL;
 	ret = 0;

@@ -34,6 +34,7 @@
 
 #include "audit.h"
 #include "csrpool.h"
+#include "storeq.h"
 #include "https.h"
 #include "ipc.h"
 #include "log.h"
@@ -1023,6 +1024,9 @@ main(int argc, char *argv[])
 		fatalx("signer %s: cannot open the IPC client",
 		    pd->pd_conf->pc_signer_url);
 	OPENSSL_cleanse(pd->pd_mac, sizeof(pd->pd_mac));
+	if ((pd->pd_storeq = storeq_new(pd->pd_base, pd->pd_conf->pc_store,
+	    pd->pd_store, err, sizeof(err))) == NULL)
+		fatalx("store %s: %s", pd->pd_conf->pc_store, err);
 	if ((pd->pd_csrpool = csrpool_new(pd->pd_base, 0)) == NULL)
 		fatalx("cannot start the CSR checking threads");
 	log_debug("checking CSRs on %d threads",
@@ -1045,6 +1049,9 @@ main(int argc, char *argv[])
 	/* Pending requests' abort callbacks cancel their CSR jobs. */
 	https_free(pd->pd_https);
 	csrpool_free(pd->pd_csrpool);
+	/* Writes still queued are committed; a row whose signer request
+	 * never left is failed, one that left stays pending. */
+	storeq_free(pd->pd_storeq);
 	link_free(pd->pd_link);
 	for (i = 0; i < 3; i++)
 		if (sigs[i] != NULL)

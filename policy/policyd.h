@@ -23,6 +23,7 @@ struct rules;
 struct store;
 struct link;
 struct csrpool;
+struct storeq;
 
 /* config.c */
 struct policyd_config {
@@ -116,6 +117,7 @@ struct policyd {
 	struct store		*pd_store;
 	struct link		*pd_link;
 	struct csrpool		*pd_csrpool;	/* CSR checks off the loop */
+	struct storeq		*pd_storeq;	/* issuance writes, group commit */
 	uint8_t			 pd_mac[IPC_KEY_LEN];
 	struct ca_key_info	*pd_keys;
 	size_t			 pd_nkeys;

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@ struct store {
 	const struct store_ops	*st_ops;
 	void			*st_be;
 	int			 st_err_here;	/* st_err, not the back end's */
+	int			 st_batch;	/* between batch begin and end */
+	pthread_mutex_t		*st_wlock;	/* shared write lock, or NULL */
 	char			 st_err[256];
 };
 
@@ -91,6 +94,32 @@ store_from_backend(struct store *s, int rc)
 	if (rc != STORE_OK)
 		s->st_err_here = 0;
 	return rc;
+}
+
+/*
+ * Writes of this process's connections to one store take turns under the
+ * lock they share (store_share_write_lock), so that one never waits in the
+ * back end's busy handler for another.  Inside a batch the batch holds it.
+ */
+static void
+store_write_lock(struct store *s)
+{
+	if (s->st_wlock != NULL && !s->st_batch)
+		pthread_mutex_lock(s->st_wlock);
+}
+
+static void
+store_write_unlock(struct store *s)
+{
+	if (s->st_wlock != NULL && !s->st_batch)
+		pthread_mutex_unlock(s->st_wlock);
+}
+
+void
+store_share_write_lock(struct store *s, pthread_mutex_t *lock)
+{
+	if (s != NULL && !s->st_batch)
+		s->st_wlock = lock;
 }
 
 /*
@@ -294,32 +323,44 @@ store_pending_check(struct store *s, const char *op,
 int
 store_pending_add(struct store *s, const struct store_cert *c, int64_t *id)
 {
+	int rc;
+
 	if (s == NULL)
 		return STORE_ERROR;
 	if (store_pending_check(s, "pending_add", c, id) != STORE_OK)
 		return STORE_ERROR;
-	return store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
 	    NULL, 0, id));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
 store_pending_add_spend(struct store *s, const struct store_cert *c,
     const uint8_t hash[32], int64_t now, int64_t *id)
 {
+	int rc;
+
 	if (s == NULL)
 		return STORE_ERROR;
 	if (store_pending_check(s, "pending_add", c, id) != STORE_OK)
 		return STORE_ERROR;
 	if (hash == NULL)
 		return store_fail_arg(s, "pending_add: no token hash");
-	return store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
 	    hash, now, id));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
 store_complete(struct store *s, int64_t id, const char *serial,
     const uint8_t *der, size_t derlen, int64_t not_before, int64_t not_after)
 {
+	int rc;
+
 	if (s == NULL)
 		return STORE_ERROR;
 	if (store_check_serial(s, "complete", serial) != STORE_OK)
@@ -327,18 +368,26 @@ store_complete(struct store *s, int64_t id, const char *serial,
 	if (der == NULL || derlen == 0 || derlen > STORE_DER_MAX)
 		return store_fail_arg(s, "complete: certificate of %zu bytes "
 		    "(1 to %d)", der == NULL ? 0 : derlen, STORE_DER_MAX);
-	return store_from_backend(s, s->st_ops->so_complete(s->st_be, id,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_complete(s->st_be, id,
 	    serial, der, derlen, not_before, not_after));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
 store_fail(struct store *s, int64_t id, const char *why)
 {
+	int rc;
+
 	if (s == NULL)
 		return STORE_ERROR;
 	if (store_check_text(s, "fail", "reason", why, 0) != STORE_OK)
 		return STORE_ERROR;
-	return store_from_backend(s, s->st_ops->so_fail(s->st_be, id, why));
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_fail(s->st_be, id, why));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
@@ -416,6 +465,8 @@ store_reason_valid(int reason)
 int
 store_revoke(struct store *s, const char *serial, int reason, int64_t when)
 {
+	int rc;
+
 	if (s == NULL)
 		return STORE_ERROR;
 	if (store_check_serial(s, "revoke", serial) != STORE_OK)
@@ -426,8 +477,11 @@ store_revoke(struct store *s, const char *serial, int reason, int64_t when)
 	if (when <= 0)
 		return store_fail_arg(s, "revoke: revocation time %lld is not "
 		    "after the epoch", (long long)when);
-	return store_from_backend(s, s->st_ops->so_revoke(s->st_be, serial,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_revoke(s->st_be, serial,
 	    reason, when));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
@@ -446,6 +500,7 @@ store_token_add(struct store *s, const uint8_t hash[32],
     const char *requester, int64_t expires_at, int uses)
 {
 	const char *op = "token_add";
+	int rc;
 
 	if (s == NULL)
 		return STORE_ERROR;
@@ -461,8 +516,11 @@ store_token_add(struct store *s, const uint8_t hash[32],
 	if (uses < 1 || uses > STORE_TOKEN_USES_MAX)
 		return store_fail_arg(s, "%s: %d uses (1 to %d)", op, uses,
 		    STORE_TOKEN_USES_MAX);
-	return store_from_backend(s, s->st_ops->so_token_add(s->st_be, hash,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_token_add(s->st_be, hash,
 	    requester, expires_at, uses));
+	store_write_unlock(s);
+	return rc;
 }
 
 static int
@@ -484,11 +542,16 @@ int
 store_token_use(struct store *s, const uint8_t hash[32], int64_t now,
     char *requester, size_t requesterlen)
 {
+	int rc;
+
 	if (store_token_args(s, "token_use", hash, requester, requesterlen) !=
 	    STORE_OK)
 		return STORE_ERROR;
-	return store_from_backend(s, s->st_ops->so_token_use(s->st_be, hash,
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_token_use(s->st_be, hash,
 	    now, requester, requesterlen));
+	store_write_unlock(s);
+	return rc;
 }
 
 int
@@ -505,11 +568,49 @@ store_token_check(struct store *s, const uint8_t hash[32], int64_t now,
 int
 store_crl_next(struct store *s, int64_t *number)
 {
+	int rc;
+
 	if (number != NULL)
 		*number = 0;
 	if (s == NULL)
 		return STORE_ERROR;
 	if (number == NULL)
 		return store_fail_arg(s, "crl_next: no output");
-	return store_from_backend(s, s->st_ops->so_crl_next(s->st_be, number));
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_crl_next(s->st_be, number));
+	store_write_unlock(s);
+	return rc;
+}
+
+int
+store_batch_begin(struct store *s)
+{
+	if (s == NULL)
+		return STORE_ERROR;
+	if (s->st_batch)
+		return store_fail_arg(s, "batch: one is open already");
+	s->st_err_here = 0;
+	store_write_lock(s);
+	if (s->st_ops->so_batch_begin(s->st_be) != STORE_OK) {
+		store_write_unlock(s);
+		return STORE_ERROR;
+	}
+	s->st_batch = 1;
+	return STORE_OK;
+}
+
+int
+store_batch_end(struct store *s, int commit)
+{
+	int rc;
+
+	if (s == NULL)
+		return STORE_ERROR;
+	if (!s->st_batch)
+		return store_fail_arg(s, "batch: none is open");
+	s->st_batch = 0;
+	s->st_err_here = 0;
+	rc = s->st_ops->so_batch_end(s->st_be, commit);
+	store_write_unlock(s);
+	return rc;
 }

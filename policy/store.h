@@ -15,6 +15,7 @@
 #ifndef HSMCA_STORE_H
 #define HSMCA_STORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -142,6 +143,30 @@ int	store_token_check(struct store *, const uint8_t hash[32], int64_t now,
 int	store_crl_next(struct store *, int64_t *number);
 
 /*
+ * Group commit.  Between store_batch_begin and store_batch_end every call
+ * runs inside one transaction, each write in a savepoint of its own: a
+ * write that fails undoes only itself, and store_batch_end(s, 1) commits
+ * the others with one flush to stable storage.  Until store_batch_end
+ * returns STORE_OK nothing of the batch is stored, so a write's STORE_OK
+ * is provisional until then: a caller acts on it (tells a client, asks the
+ * signer) only after the commit.  store_batch_end(s, 0) undoes the batch.
+ * When the back end lost the transaction on its own (a full disk, an I/O
+ * error) every later write of the batch and its end return STORE_ERROR.
+ * Batches do not nest.
+ */
+int	store_batch_begin(struct store *);
+int	store_batch_end(struct store *, int commit);
+
+/*
+ * Several connections of one process to the same store (a thread's and
+ * the event loop's) share lock: every write, and every batch from begin
+ * to end, holds it, so a write waits for the other connection's current
+ * write or batch instead of polling in the back end's busy handler.
+ * NULL: none (the default).  Not while a batch is open.
+ */
+void	store_share_write_lock(struct store *, pthread_mutex_t *lock);
+
+/*
  * The back end interface, for store.c and the back ends only.  store.c
  * checks the syntax and range of every argument and clears every output
  * before it calls one of these, so a back end sees only well-formed
@@ -179,6 +204,8 @@ struct store_ops {
 	int		(*so_token_check)(void *be, const uint8_t hash[32],
 			    int64_t now, char *requester, size_t requesterlen);
 	int		(*so_crl_next)(void *be, int64_t *number);
+	int		(*so_batch_begin)(void *be);
+	int		(*so_batch_end)(void *be, int commit);
 };
 
 /* store_sqlite.c */

@@ -110,6 +110,9 @@ enum sqlstore_stmt {
 	SQ_BEGIN,
 	SQ_COMMIT,
 	SQ_ROLLBACK,
+	SQ_SAVEPOINT,
+	SQ_RELEASE,
+	SQ_ROLLBACK_TO,
 	SQ_PENDING_ADD,
 	SQ_STATE_BY_ID,
 	SQ_SERIAL_USED,
@@ -134,6 +137,9 @@ static const char *const sqlstore_sql[SQ_NSTMT] = {
 	[SQ_BEGIN] = "BEGIN IMMEDIATE",
 	[SQ_COMMIT] = "COMMIT",
 	[SQ_ROLLBACK] = "ROLLBACK",
+	[SQ_SAVEPOINT] = "SAVEPOINT op",
+	[SQ_RELEASE] = "RELEASE op",
+	[SQ_ROLLBACK_TO] = "ROLLBACK TO op",
 	[SQ_PENDING_ADD] = "INSERT INTO certificates (request_id, status, "
 	    "requester, rule, profile, key_name, identity, subject, sans, "
 	    "renewed_from, created_at) "
@@ -197,6 +203,8 @@ struct sqlstore {
 	char		*sq_path;
 	sqlite3_stmt	*sq_st[SQ_NSTMT];
 	sqlite3_stmt	*sq_list[1 << SQLSTORE_FILTERS];
+	int		 sq_batch;	/* a batch's transaction is open */
+	int		 sq_batch_lost;	/* ... and SQLite rolled it back */
 	char		 sq_err[512];
 };
 
@@ -259,11 +267,25 @@ sqlstore_exec(struct sqlstore *sq, enum sqlstore_stmt i, const char *op)
 	return rc == SQLITE_DONE ? STORE_OK : STORE_ERROR;
 }
 
+/*
+ * A write's transaction; in a batch (store_batch_begin), a savepoint in
+ * the batch's transaction instead, so that a failed write undoes only
+ * itself and the batch commits once.
+ */
 static int
 sqlstore_begin(struct sqlstore *sq, const char *op)
 {
 	char what[64];
 
+	if (sq->sq_batch) {
+		if (sq->sq_batch_lost || sqlite3_get_autocommit(sq->sq_db)) {
+			sq->sq_batch_lost = 1;
+			return sqlstore_fail(sq, STORE_ERROR, "%s: the batch's "
+			    "transaction was rolled back", op);
+		}
+		snprintf(what, sizeof(what), "%s: SAVEPOINT", op);
+		return sqlstore_exec(sq, SQ_SAVEPOINT, what);
+	}
 	snprintf(what, sizeof(what), "%s: BEGIN", op);
 	return sqlstore_exec(sq, SQ_BEGIN, what);
 }
@@ -273,28 +295,86 @@ sqlstore_commit(struct sqlstore *sq, const char *op)
 {
 	char what[64];
 
+	if (sq->sq_batch) {
+		snprintf(what, sizeof(what), "%s: RELEASE", op);
+		return sqlstore_exec(sq, SQ_RELEASE, what);
+	}
 	snprintf(what, sizeof(what), "%s: COMMIT", op);
 	return sqlstore_exec(sq, SQ_COMMIT, what);
 }
 
-/* Undoes an open transaction, keeping the error that caused it.  SQLite
- * may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR). */
 static void
-sqlstore_rollback(struct sqlstore *sq)
+sqlstore_step_undo(struct sqlstore *sq, enum sqlstore_stmt i,
+    const char *name)
 {
-	sqlite3_stmt *st = sq->sq_st[SQ_ROLLBACK];
+	sqlite3_stmt *st = sq->sq_st[i];
 	size_t len;
 	int rc;
 
-	if (sqlite3_get_autocommit(sq->sq_db))
-		return;
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE) {
 		len = strlen(sq->sq_err);
 		snprintf(sq->sq_err + len, sizeof(sq->sq_err) - len,
-		    " (and ROLLBACK failed: %s)", sqlite3_errmsg(sq->sq_db));
+		    " (and %s failed: %s)", name, sqlite3_errmsg(sq->sq_db));
 	}
 	sqlstore_done(st);
+}
+
+/*
+ * Undoes an open transaction (in a batch: the write's savepoint), keeping
+ * the error that caused it.  SQLite may have rolled back by itself
+ * (SQLITE_FULL, SQLITE_IOERR); in a batch that loses the whole batch.
+ */
+static void
+sqlstore_rollback(struct sqlstore *sq)
+{
+	if (sqlite3_get_autocommit(sq->sq_db)) {
+		if (sq->sq_batch)
+			sq->sq_batch_lost = 1;
+		return;
+	}
+	if (sq->sq_batch) {
+		sqlstore_step_undo(sq, SQ_ROLLBACK_TO, "ROLLBACK TO");
+		sqlstore_step_undo(sq, SQ_RELEASE, "RELEASE");
+		return;
+	}
+	sqlstore_step_undo(sq, SQ_ROLLBACK, "ROLLBACK");
+}
+
+static int
+sqlstore_batch_begin(void *be)
+{
+	struct sqlstore *sq = be;
+
+	if (sqlstore_exec(sq, SQ_BEGIN, "batch: BEGIN") != STORE_OK)
+		return STORE_ERROR;
+	sq->sq_batch = 1;
+	sq->sq_batch_lost = 0;
+	return STORE_OK;
+}
+
+static int
+sqlstore_batch_end(void *be, int commit)
+{
+	struct sqlstore *sq = be;
+	int lost = sq->sq_batch_lost;
+
+	sq->sq_batch = 0;
+	sq->sq_batch_lost = 0;
+	if (lost || sqlite3_get_autocommit(sq->sq_db)) {
+		sqlstore_rollback(sq);
+		return sqlstore_fail(sq, STORE_ERROR, "batch: the transaction "
+		    "was rolled back (%s)", lost ? "by SQLite" : "not open");
+	}
+	if (!commit) {
+		sqlstore_rollback(sq);
+		return STORE_OK;
+	}
+	if (sqlstore_exec(sq, SQ_COMMIT, "batch: COMMIT") != STORE_OK) {
+		sqlstore_rollback(sq);
+		return STORE_ERROR;
+	}
+	return STORE_OK;
 }
 
 static int
@@ -1525,4 +1605,6 @@ const struct store_ops store_sqlite_ops = {
 	.so_token_use = sqlstore_token_use,
 	.so_token_check = sqlstore_token_check,
 	.so_crl_next = sqlstore_crl_next,
+	.so_batch_begin = sqlstore_batch_begin,
+	.so_batch_end = sqlstore_batch_end,
 };

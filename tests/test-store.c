@@ -1015,6 +1015,102 @@ test_tokens(void **state)
 }
 
 /*
+ * Group commit: writes in a batch are one transaction, each in its own
+ * savepoint; a write that fails undoes only itself, and nothing is there
+ * for another connection until the batch commits.
+ */
+static void
+test_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct store_cert c, got;
+	struct store *other = NULL;
+	uint8_t h[32];
+	char out[64];
+	int64_t id1 = 0, id2 = 0, id3 = 0, idx = 0;
+
+	open_store(f);
+	assert_int_equal(store_open(f->path, &other, f->err, sizeof(f->err)),
+	    STORE_OK);
+	hash_of(h, 3);
+	assert_int_equal(store_token_add(f->s, h, "bob", 2000, 1), STORE_OK);
+	id1 = add_pending(f, 1, "spiffe://td/a", "bob", "svid", NULL);
+
+	assert_int_equal(store_batch_end(f->s, 1), STORE_ERROR);
+	assert_int_equal(store_batch_begin(f->s), STORE_OK);
+	assert_int_equal(store_batch_begin(f->s), STORE_ERROR);
+	make_cert(&c, 2, "spiffe://td/b", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &id2),
+	    STORE_OK);
+	store_cert_clear(&c);
+	/* the token's only use is spent in the batch: this one fails alone */
+	make_cert(&c, 3, "spiffe://td/c", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_spend(f->s, &c, h, 1000, &idx),
+	    STORE_EXHAUSTED);
+	store_cert_clear(&c);
+	/* a request id already there: fails alone too */
+	make_cert(&c, 1, "spiffe://td/a", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add(f->s, &c, &idx), STORE_CONFLICT);
+	store_cert_clear(&c);
+	make_cert(&c, 4, "spiffe://td/d", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add(f->s, &c, &id3), STORE_OK);
+	store_cert_clear(&c);
+	assert_int_equal(store_complete(f->s, id1, "1a", der_fixed,
+	    sizeof(der_fixed), 900, 5000), STORE_OK);
+	assert_int_equal(store_complete(f->s, id3, "1a", der_fixed,
+	    sizeof(der_fixed), 900, 5000), STORE_CONFLICT);
+	assert_int_equal(store_fail(f->s, id3, "no answer"), STORE_OK);
+	/* the batch sees its own writes; another connection does not */
+	assert_int_equal(store_get(f->s, "1a", &got), STORE_OK);
+	store_cert_clear(&got);
+	assert_int_equal(store_get(other, "1a", &got), STORE_NOTFOUND);
+	request_id(4, out);
+	assert_int_equal(store_get_by_request(other, out, &got),
+	    STORE_NOTFOUND);
+	assert_int_equal(store_batch_end(f->s, 1), STORE_OK);
+	assert_int_equal(store_batch_end(f->s, 1), STORE_ERROR);
+
+	/* committed: seen from the other connection and after a reopen */
+	reopen_store(f);
+	assert_int_equal(store_get(other, "1a", &got), STORE_OK);
+	assert_int_equal(got.id, id1);
+	assert_int_equal(got.status, STORE_ISSUED);
+	store_cert_clear(&got);
+	request_id(2, out);
+	assert_int_equal(store_get_by_request(f->s, out, &got), STORE_OK);
+	assert_int_equal(got.id, id2);
+	assert_int_equal(got.status, STORE_PENDING);
+	store_cert_clear(&got);
+	request_id(3, out);
+	assert_int_equal(store_get_by_request(f->s, out, &got),
+	    STORE_NOTFOUND);
+	request_id(4, out);
+	assert_int_equal(store_get_by_request(f->s, out, &got), STORE_OK);
+	assert_int_equal(got.status, STORE_FAILED);
+	store_cert_clear(&got);
+	assert_int_equal(store_token_check(f->s, h, 1000, out, sizeof(out)),
+	    STORE_EXHAUSTED);
+
+	/* a batch ended without commit leaves nothing */
+	assert_int_equal(store_batch_begin(f->s), STORE_OK);
+	make_cert(&c, 5, "spiffe://td/e", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add(f->s, &c, &idx), STORE_OK);
+	assert_int_equal(store_complete(f->s, id2, "2b", der_fixed,
+	    sizeof(der_fixed), 900, 5000), STORE_OK);
+	assert_int_equal(store_batch_end(f->s, 0), STORE_OK);
+	assert_int_equal(store_get_by_request(other, c.request_id, &got),
+	    STORE_NOTFOUND);
+	store_cert_clear(&c);
+	assert_int_equal(store_get(f->s, "2b", &got), STORE_NOTFOUND);
+	/* and the store works on, outside a batch */
+	assert_int_equal(store_complete(f->s, id2, "2b", der_fixed,
+	    sizeof(der_fixed), 900, 5000), STORE_OK);
+	assert_int_equal(store_get(other, "2b", &got), STORE_OK);
+	store_cert_clear(&got);
+	store_close(other);
+}
+
+/*
  * store_token_check spends nothing; store_pending_add_spend spends one use
  * with the row, and neither without the other.
  */
@@ -1349,6 +1445,7 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_count, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_spend_with_row,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_renewed_by_index,

@@ -1,145 +1,93 @@
 /*
- * CSR checks off the event loop (csrpool.h).
- *
- * One mutex guards both lists.  Workers take jobs from the queue, parse
- * outside the lock and put them on the done list; the worker that makes
- * the done list non-empty writes one byte to the pipe, and the loop
- * empties the pipe before it takes the whole list, so a job is never left
- * on the list without a byte to announce it.  A cancelled job is only
- * marked: whoever holds it (the queue, a worker, the done list) finishes
- * with it and the loop frees it without calling back.
+ * CSR checks off the event loop (csrpool.h), on a work queue (workq.h):
+ * each thread takes one job at a time.  A cancelled job is only marked:
+ * whoever holds it (the queue, a thread, the done list) finishes with it
+ * and the loop frees it without calling back.
  */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include "csrpool.h"
 #include "log.h"
+#include "workq.h"
 
 struct csrpool_job {
-	struct csrpool_job	*j_next;
+	struct workq_item	 j_item;	/* first */
 	char			*j_pem;
 	size_t			 j_pemlen;
 	csrpool_cb		 j_cb;
 	void			*j_arg;
-	int			 j_cancelled;	/* loop thread only */
+	int			 j_cancelled;	/* under the queue's lock */
 	int			 j_rv;
 	struct csr_info		 j_info;
 	struct csr_error	 j_err;
 };
 
 struct csrpool {
-	pthread_mutex_t		 p_lock;
-	pthread_cond_t		 p_cond;	/* queue not empty, or stop */
-	struct csrpool_job	*p_queue, **p_queue_tail;
-	struct csrpool_job	*p_done, **p_done_tail;
-	int			 p_stop;
-	pthread_t		 p_thread[CSRPOOL_MAX_THREADS];
-	int			 p_nthreads;
-	int			 p_pipe[2];	/* workers write, the loop reads */
-	struct event		*p_event;
+	struct workq		*p_q;
 };
 
 static void
-csrpool_job_free(struct csrpool_job *job)
+csrpool_run(void *ctx, struct workq_item *batch)
 {
-	if (job == NULL)
-		return;
+	struct workq_item *it;
+	struct csrpool_job *job;
+
+	(void)ctx;
+	for (it = batch; it != NULL; it = it->wi_next) {
+		job = (struct csrpool_job *)it;
+		job->j_rv = csr_parse(job->j_pem, job->j_pemlen,
+		    &job->j_info, &job->j_err);
+	}
+}
+
+static void
+csrpool_done(void *ctx, struct workq_item *it)
+{
+	struct csrpool *p = ctx;
+	struct csrpool_job *job = (struct csrpool_job *)it;
+	int cancelled;
+
+	workq_lock(p->p_q);
+	cancelled = job->j_cancelled;
+	workq_unlock(p->p_q);
+	if (!cancelled) {
+		/* The callback owns the result now. */
+		job->j_cb(job->j_arg, job->j_rv, &job->j_info, &job->j_err);
+		memset(&job->j_info, 0, sizeof(job->j_info));
+	}
 	csr_info_clear(&job->j_info);
 	free(job->j_pem);
 	free(job);
 }
 
-static void *
-csrpool_worker(void *arg)
+static void
+csrpool_thread_end(void *ctx)
 {
-	struct csrpool *p = arg;
-	struct csrpool_job *job;
-	int was_empty;
-	ssize_t n;
-
-	for (;;) {
-		pthread_mutex_lock(&p->p_lock);
-		while (p->p_queue == NULL && !p->p_stop)
-			pthread_cond_wait(&p->p_cond, &p->p_lock);
-		if (p->p_stop) {
-			pthread_mutex_unlock(&p->p_lock);
-			break;
-		}
-		job = p->p_queue;
-		if ((p->p_queue = job->j_next) == NULL)
-			p->p_queue_tail = &p->p_queue;
-		job->j_next = NULL;
-		pthread_mutex_unlock(&p->p_lock);
-
-		job->j_rv = csr_parse(job->j_pem, job->j_pemlen, &job->j_info,
-		    &job->j_err);
-
-		pthread_mutex_lock(&p->p_lock);
-		was_empty = p->p_done == NULL;
-		*p->p_done_tail = job;
-		p->p_done_tail = &job->j_next;
-		pthread_mutex_unlock(&p->p_lock);
-		if (was_empty) {
-			do
-				n = write(p->p_pipe[1], "", 1);
-			while (n == -1 && errno == EINTR);
-			/* EAGAIN: the pipe is full of wakeups already */
-		}
-	}
+	(void)ctx;
 	ERR_clear_error();
 	OPENSSL_thread_stop();
-	return NULL;
 }
 
-static void
-csrpool_on_done(evutil_socket_t fd, short what, void *arg)
-{
-	struct csrpool *p = arg;
-	struct csrpool_job *list, *job;
-	char buf[256];
-	ssize_t n;
-
-	(void)what;
-	do
-		n = read(fd, buf, sizeof(buf));
-	while (n > 0 || (n == -1 && errno == EINTR));
-
-	pthread_mutex_lock(&p->p_lock);
-	list = p->p_done;
-	p->p_done = NULL;
-	p->p_done_tail = &p->p_done;
-	pthread_mutex_unlock(&p->p_lock);
-
-	while ((job = list) != NULL) {
-		list = job->j_next;
-		if (!job->j_cancelled) {
-			/* The callback owns the result now. */
-			job->j_cb(job->j_arg, job->j_rv, &job->j_info,
-			    &job->j_err);
-			memset(&job->j_info, 0, sizeof(job->j_info));
-		}
-		csrpool_job_free(job);
-	}
-}
+static const struct workq_ops csrpool_ops = {
+	.wo_run = csrpool_run,
+	.wo_done = csrpool_done,
+	.wo_thread_end = csrpool_thread_end,
+};
 
 struct csrpool *
 csrpool_new(struct event_base *base, int threads)
 {
 	struct csrpool *p;
-	sigset_t all, old;
+	char err[128];
 	long ncpu;
-	int i, rc;
 
 	if (threads < 0 || threads > CSRPOOL_MAX_THREADS)
 		return NULL;
@@ -150,73 +98,21 @@ csrpool_new(struct event_base *base, int threads)
 	}
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return NULL;
-	p->p_pipe[0] = p->p_pipe[1] = -1;
-	p->p_queue_tail = &p->p_queue;
-	p->p_done_tail = &p->p_done;
-	if (pthread_mutex_init(&p->p_lock, NULL) != 0) {
+	if ((p->p_q = workq_new(base, threads, 1, &csrpool_ops, p, err,
+	    sizeof(err))) == NULL) {
+		log_warnx("csrpool: %s", err);
 		free(p);
 		return NULL;
 	}
-	if (pthread_cond_init(&p->p_cond, NULL) != 0) {
-		pthread_mutex_destroy(&p->p_lock);
-		free(p);
-		return NULL;
-	}
-	if (pipe2(p->p_pipe, O_CLOEXEC | O_NONBLOCK) == -1 ||
-	    (p->p_event = event_new(base, p->p_pipe[0], EV_READ | EV_PERSIST,
-	    csrpool_on_done, p)) == NULL ||
-	    event_add(p->p_event, NULL) != 0)
-		goto fail;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	for (i = 0; i < threads; i++) {
-		if ((rc = pthread_create(&p->p_thread[i], NULL,
-		    csrpool_worker, p)) != 0) {
-			log_warnx("csrpool: thread %d: %s", i, strerror(rc));
-			break;
-		}
-		p->p_nthreads++;
-	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (p->p_nthreads != threads)
-		goto fail;
 	return p;
- fail:
-	csrpool_free(p);
-	return NULL;
 }
 
 void
 csrpool_free(struct csrpool *p)
 {
-	struct csrpool_job *job;
-	int i;
-
 	if (p == NULL)
 		return;
-	pthread_mutex_lock(&p->p_lock);
-	p->p_stop = 1;
-	pthread_cond_broadcast(&p->p_cond);
-	pthread_mutex_unlock(&p->p_lock);
-	for (i = 0; i < p->p_nthreads; i++)
-		pthread_join(p->p_thread[i], NULL);
-	while ((job = p->p_queue) != NULL) {
-		p->p_queue = job->j_next;
-		csrpool_job_free(job);
-	}
-	while ((job = p->p_done) != NULL) {
-		p->p_done = job->j_next;
-		csrpool_job_free(job);
-	}
-	if (p->p_event != NULL)
-		event_free(p->p_event);
-	if (p->p_pipe[0] != -1)
-		close(p->p_pipe[0]);
-	if (p->p_pipe[1] != -1)
-		close(p->p_pipe[1]);
-	pthread_cond_destroy(&p->p_cond);
-	pthread_mutex_destroy(&p->p_lock);
+	workq_free(p->p_q);
 	free(p);
 }
 
@@ -240,11 +136,7 @@ csrpool_submit(struct csrpool *p, const char *pem, size_t pemlen,
 	job->j_pemlen = pemlen;
 	job->j_cb = cb;
 	job->j_arg = arg;
-	pthread_mutex_lock(&p->p_lock);
-	*p->p_queue_tail = job;
-	p->p_queue_tail = &job->j_next;
-	pthread_cond_signal(&p->p_cond);
-	pthread_mutex_unlock(&p->p_lock);
+	workq_push(p->p_q, &job->j_item);
 	return job;
 }
 
@@ -253,13 +145,13 @@ csrpool_cancel(struct csrpool *p, struct csrpool_job *job)
 {
 	if (p == NULL || job == NULL)
 		return;
-	pthread_mutex_lock(&p->p_lock);
+	workq_lock(p->p_q);
 	job->j_cancelled = 1;
-	pthread_mutex_unlock(&p->p_lock);
+	workq_unlock(p->p_q);
 }
 
 int
 csrpool_threads(const struct csrpool *p)
 {
-	return p != NULL ? p->p_nthreads : 0;
+	return p != NULL ? workq_threads(p->p_q) : 0;
 }

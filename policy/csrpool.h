@@ -33,9 +33,9 @@ typedef void (*csrpool_cb)(void *arg, int rv, struct csr_info *ci,
 struct csrpool	*csrpool_new(struct event_base *, int threads);
 
 /*
- * Stops and joins the threads.  Jobs still queued or done are dropped
- * without their callbacks: cancel them first (the HTTP server's abort
- * callbacks do), or know that their owners are gone.
+ * Checks what is still queued and calls back every job not cancelled,
+ * from here, then stops the threads.  The daemon frees its HTTP server
+ * first, whose abort callbacks cancel every job.
  */
 void		 csrpool_free(struct csrpool *);
 

@@ -277,19 +277,31 @@ test_chain(void **state)
 	event_base_free(s.base);
 }
 
-/* Freed with jobs queued, parsing and done: no callback, no leak. */
+/*
+ * Freed with jobs queued, parsing and done: each job not cancelled is
+ * called back once from csrpool_free, a cancelled one never; no leak.
+ */
 static void
 test_free_busy(void **state)
 {
 	struct csrpool_job *jobs[NJOBS];
 	struct seen s;
 	struct csrpool *p;
+	int i;
 
 	(void)state;
 	p = start_busy(&s, jobs);
+	for (i = 0; i < NJOBS; i += 2)
+		csrpool_cancel(p, jobs[i]);
+	s.want = NJOBS + 1;	/* no loopbreak from the callbacks */
 	csrpool_free(p);
+	assert_int_equal(s.total, NJOBS / 2);
+	for (i = 0; i < NJOBS; i++) {
+		assert_int_equal(s.calls[i], i % 2);
+		if (i % 2)
+			assert_int_equal(s.rv[i], 0);
+	}
 	event_base_free(s.base);
-	assert_int_equal(s.total, 0);
 }
 
 static void

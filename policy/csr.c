@@ -477,10 +477,10 @@ csr_ec_key(size_t curve, const unsigned char *pt, size_t ptlen)
 /*
  * The key: from the SPKI's algorithm first (so that an unknown curve is
  * named rather than failing to decode), then the key made from its parts.
- * EC points must be uncompressed or compressed (not hybrid) and of their
- * curve's length, and OpenSSL refuses coordinates out of range and points
- * off the curve when it makes the key, so the received bytes are the one
- * encoding of that key.  RSA keys go through d2i_PUBKEY and are compared
+ * EC points must be uncompressed and of their curve's length, and
+ * OpenSSL refuses coordinates out of range and points off the curve when
+ * it makes the key, so the received bytes are the one encoding of that
+ * key.  RSA keys go through d2i_PUBKEY and are compared
  * with their re-encoding in csr_spki.  On success *pkeyp is the caller's.
  */
 static int
@@ -535,13 +535,20 @@ csr_check_key(CSR_REQ *req, EVP_PKEY **pkeyp, enum rules_key_alg *alg,
 			return csr_fail(err, "key_unsupported", "EC curve %s "
 			    "is not supported (only P-256 and P-384)", name);
 		}
-		if (!((size_t)keylen == 1 + 2 * fieldlen && key[0] == 0x04) &&
-		    !((size_t)keylen == 1 + fieldlen &&
-		    (key[0] == 0x02 || key[0] == 0x03))) {
+		/* The signer issues for uncompressed points only (RFC 5480
+		 * makes only that form mandatory to support): refusing the
+		 * others here spends no token use on a certain refusal. */
+		if ((size_t)keylen == 1 + fieldlen &&
+		    (key[0] == 0x02 || key[0] == 0x03)) {
+			csr_fail(err, "key_unsupported", "the EC public key is "
+			    "a compressed point: only uncompressed points are "
+			    "accepted");
+			goto out;
+		}
+		if ((size_t)keylen != 1 + 2 * fieldlen || key[0] != 0x04) {
 			csr_fail(err, "csr_malformed", "the public key is not "
 			    "valid (%d bytes starting 0x%02x: not an "
-			    "uncompressed or compressed point of the curve)",
-			    keylen, key[0]);
+			    "uncompressed point of the curve)", keylen, key[0]);
 			goto out;
 		}
 		if ((pkey = csr_ec_key(curveidx, key, (size_t)keylen)) ==

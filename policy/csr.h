@@ -38,8 +38,9 @@ struct csr_error {
  * REQUEST") block of at most CSR_MAX_PEM bytes, with nothing but
  * whitespace around it; the DER inside must be exactly one CSR with no
  * trailing bytes.  Checks the signature with the CSR's own key (proof of
- * possession) and the key: EC P-256 or P-384 (a valid point), RSA 2048,
- * 3072 or 4096 bits with a sane exponent, or Ed25519.  Names: DNS and URI
+ * possession) and the key: EC P-256 or P-384 (an uncompressed point on
+ * the curve), RSA 2048, 3072 or 4096 bits with a sane exponent, or
+ * Ed25519.  Names: DNS and URI
  * SANs only (any other SAN type, an IP address included, is refused),
  * each printable ASCII without NUL, at most CSR_MAX_NAMES of each.
  * Returns 0 and fills out, or -1 and fills err.  Codes:

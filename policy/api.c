@@ -387,6 +387,11 @@ token_refused(struct policyd *pd, struct https_request *req, int rc,
 		reply_error(pd, req, 401, "token_used", "the bearer token "
 		    "has no use left");
 		break;
+	case STORE_CALLER_REVOKED:
+		/* revoked between the TLS handshake and the pending row */
+		reply_error(pd, req, 403, "certificate_revoked", "%s",
+		    err != NULL ? err : "the client certificate is revoked");
+		break;
 	default:
 		reply_error(pd, req, 500, "internal", "inventory: %s",
 		    err != NULL ? err : store_error(pd->pd_store));
@@ -677,6 +682,10 @@ sans_json(const struct csr_info *ci)
 	return a;
 }
 
+/* Seconds a pending row may take to be committed before the signer is
+ * asked; reconcile_after must exceed the signer's time window by more. */
+#define ISSUE_MAX_STORE_WAIT	2
+
 /* After the pending row is committed: the signer is asked. */
 static void
 issue_added(void *arg, int rc, int64_t id, const char *err)
@@ -700,6 +709,24 @@ issue_added(void *arg, int rc, int64_t id, const char *err)
 		/* Nobody to give it to: not worth a signature. */
 		issue_fail_row(op, "the client went away before the signer "
 		    "was asked");
+		issue_finish(op);
+		return;
+	}
+	/*
+	 * The reconciliation takes a row that is reconcile_after old as
+	 * settled by the signer's audit log, which is safe only while the
+	 * signer's time window for the request closes before that; the
+	 * window opens when the request is sent, not when the row was
+	 * made.  A row that waited long for its commit is failed instead.
+	 */
+	if ((int64_t)time(NULL) - op->io_not_before > ISSUE_MAX_STORE_WAIT) {
+		issue_fail_row(op, "the inventory took too long to record the "
+		    "request");
+		https_on_abort(req, NULL, NULL);
+		op->io_req = NULL;
+		reply_error(pd, req, 503, "inventory_busy", "the inventory "
+		    "took more than %d s to record the request; nothing was "
+		    "signed", ISSUE_MAX_STORE_WAIT);
 		issue_finish(op);
 		return;
 	}
@@ -817,8 +844,11 @@ issue_start(struct policyd *pd, struct https_request *req,
 	op->io_bodylen = bodylen;
 	memcpy(op->io_id, id, sizeof(id));
 	body = NULL;
+	/* The token's use is spent, or the caller's certificate is checked
+	 * again, in the row's own transaction. */
 	if (storeq_pending_add(pd->pd_storeq, &row, c->token ?
-	    c->token_hash : NULL, now, issue_added, op) != 0)
+	    c->token_hash : NULL, now, c->mtls ? c->serial : NULL,
+	    issue_added, op) != 0)
 		goto nomem;
 	/* From here the op is issue_added's; a client that goes meanwhile
 	 * only clears io_req. */

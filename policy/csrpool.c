@@ -37,12 +37,19 @@ struct csrpool {
 static void
 csrpool_run(void *ctx, struct workq_item *batch)
 {
+	struct csrpool *p = ctx;
 	struct workq_item *it;
 	struct csrpool_job *job;
+	int cancelled;
 
-	(void)ctx;
 	for (it = batch; it != NULL; it = it->wi_next) {
 		job = (struct csrpool_job *)it;
+		/* A client that left costs no signature check. */
+		workq_lock(p->p_q);
+		cancelled = job->j_cancelled;
+		workq_unlock(p->p_q);
+		if (cancelled)
+			continue;
 		job->j_rv = csr_parse(job->j_pem, job->j_pemlen,
 		    &job->j_info, &job->j_err);
 	}

@@ -1049,9 +1049,11 @@ main(int argc, char *argv[])
 	/* Pending requests' abort callbacks cancel their CSR jobs. */
 	https_free(pd->pd_https);
 	csrpool_free(pd->pd_csrpool);
+	pd->pd_csrpool = NULL;
 	/* Writes still queued are committed; a row whose signer request
 	 * never left is failed, one that left stays pending. */
 	storeq_free(pd->pd_storeq);
+	pd->pd_storeq = NULL;	/* link_free's callbacks write nothing */
 	link_free(pd->pd_link);
 	for (i = 0; i < 3; i++)
 		if (sigs[i] != NULL)

@@ -331,7 +331,7 @@ store_pending_add(struct store *s, const struct store_cert *c, int64_t *id)
 		return STORE_ERROR;
 	store_write_lock(s);
 	rc = store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
-	    NULL, 0, id));
+	    NULL, 0, NULL, id));
 	store_write_unlock(s);
 	return rc;
 }
@@ -350,7 +350,25 @@ store_pending_add_spend(struct store *s, const struct store_cert *c,
 		return store_fail_arg(s, "pending_add: no token hash");
 	store_write_lock(s);
 	rc = store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
-	    hash, now, id));
+	    hash, now, NULL, id));
+	store_write_unlock(s);
+	return rc;
+}
+
+int
+store_pending_add_caller(struct store *s, const struct store_cert *c,
+    const char *caller_serial, int64_t *id)
+{
+	int rc;
+
+	if (s == NULL)
+		return STORE_ERROR;
+	if (store_pending_check(s, "pending_add", c, id) != STORE_OK ||
+	    store_check_serial(s, "pending_add", caller_serial) != STORE_OK)
+		return STORE_ERROR;
+	store_write_lock(s);
+	rc = store_from_backend(s, s->st_ops->so_pending_add(s->st_be, c,
+	    NULL, 0, caller_serial, id));
 	store_write_unlock(s);
 	return rc;
 }

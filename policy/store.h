@@ -25,7 +25,8 @@ enum store_rc {
 	STORE_CONFLICT,		/* state forbids it: already revoked, not issued, serial used */
 	STORE_EXPIRED,		/* bootstrap token past its expiry */
 	STORE_EXHAUSTED,	/* bootstrap token has no use left */
-	STORE_ERROR		/* the back end failed; err says why */
+	STORE_ERROR,		/* the back end failed; err says why */
+	STORE_CALLER_REVOKED	/* the caller's certificate is no longer issued */
 };
 
 enum store_status {
@@ -101,6 +102,15 @@ int	store_pending_add(struct store *, const struct store_cert *c, int64_t *id);
  */
 int	store_pending_add_spend(struct store *, const struct store_cert *c,
 	    const uint8_t hash[32], int64_t now, int64_t *id);
+/*
+ * store_pending_add for a caller authenticated by a certificate of this
+ * inventory: the row is added only if caller_serial is still ISSUED in
+ * the same transaction, else STORE_CALLER_REVOKED (revoked, failed or
+ * gone), so that a revocation committed before the row stops the
+ * issuance however long the request took to get here.
+ */
+int	store_pending_add_caller(struct store *, const struct store_cert *c,
+	    const char *caller_serial, int64_t *id);
 /* PENDING -> ISSUED; sets renewed_by on the renewed_from row in the same
  * transaction.  A serial already used anywhere is STORE_CONFLICT. */
 int	store_complete(struct store *, int64_t id, const char *serial,
@@ -178,10 +188,11 @@ struct store_ops {
 			    size_t errlen);
 	void		(*so_close)(void *be);
 	const char	*(*so_error)(const void *be);
-	/* token_hash NULL: no token use to spend with the row. */
+	/* token_hash NULL: no token use to spend with the row;
+	 * caller_serial NULL: no caller certificate to check with it. */
 	int		(*so_pending_add)(void *be, const struct store_cert *,
 			    const uint8_t *token_hash, int64_t now,
-			    int64_t *id);
+			    const char *caller_serial, int64_t *id);
 	int		(*so_complete)(void *be, int64_t id, const char *serial,
 			    const uint8_t *der, size_t derlen, int64_t not_before,
 			    int64_t not_after);

@@ -303,7 +303,8 @@ sqlstore_commit(struct sqlstore *sq, const char *op)
 	return sqlstore_exec(sq, SQ_COMMIT, what);
 }
 
-static void
+/* Returns 0, or -1 with the failure added to the error text. */
+static int
 sqlstore_step_undo(struct sqlstore *sq, enum sqlstore_stmt i,
     const char *name)
 {
@@ -318,6 +319,7 @@ sqlstore_step_undo(struct sqlstore *sq, enum sqlstore_stmt i,
 		    " (and %s failed: %s)", name, sqlite3_errmsg(sq->sq_db));
 	}
 	sqlstore_done(st);
+	return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /*
@@ -334,11 +336,17 @@ sqlstore_rollback(struct sqlstore *sq)
 		return;
 	}
 	if (sq->sq_batch) {
-		sqlstore_step_undo(sq, SQ_ROLLBACK_TO, "ROLLBACK TO");
-		sqlstore_step_undo(sq, SQ_RELEASE, "RELEASE");
+		/*
+		 * A savepoint that cannot be rolled back must not be
+		 * released either (that would keep half a write): the whole
+		 * batch goes.
+		 */
+		if (sqlstore_step_undo(sq, SQ_ROLLBACK_TO, "ROLLBACK TO") ==
+		    -1 || sqlstore_step_undo(sq, SQ_RELEASE, "RELEASE") == -1)
+			sq->sq_batch_lost = 1;
 		return;
 	}
-	sqlstore_step_undo(sq, SQ_ROLLBACK, "ROLLBACK");
+	(void)sqlstore_step_undo(sq, SQ_ROLLBACK, "ROLLBACK");
 }
 
 static int
@@ -911,9 +919,41 @@ sqlstore_error(const void *be)
 static int	sqlstore_token_spend(struct sqlstore *, const char *,
 		    const uint8_t [32], int64_t, char *, size_t);
 
+/* Inside the caller's transaction: serial is an ISSUED certificate. */
+static int
+sqlstore_caller_issued(struct sqlstore *sq, const char *serial)
+{
+	sqlite3_stmt *st = sq->sq_st[SQ_STATE_BY_SERIAL];
+	enum store_status status;
+	int rc, ret = STORE_OK;
+
+	if (sqlstore_bind_text(st, 1, serial) != SQLITE_OK) {
+		ret = sqlstore_dberr(sq, "pending_add: caller: bind");
+		sqlstore_done(st);
+		return ret;
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		ret = sqlstore_fail(sq, STORE_CALLER_REVOKED, "the client "
+		    "certificate %s is no longer in the inventory", serial);
+	else if (rc != SQLITE_ROW)
+		ret = sqlstore_dberr(sq, "pending_add: caller");
+	else if (sqlstore_status_parse(sqlite3_column_text(st, 0), &status) ==
+	    -1)
+		ret = sqlstore_fail(sq, STORE_ERROR, "pending_add: serial %s "
+		    "has an unknown status", serial);
+	else if (status != STORE_ISSUED)
+		ret = sqlstore_fail(sq, STORE_CALLER_REVOKED, "the client "
+		    "certificate %s is %s", serial,
+		    sqlstore_status_names[status]);
+	sqlstore_done(st);
+	return ret;
+}
+
 static int
 sqlstore_pending_add(void *be, const struct store_cert *c,
-    const uint8_t *token_hash, int64_t now, int64_t *id)
+    const uint8_t *token_hash, int64_t now, const char *caller_serial,
+    int64_t *id)
 {
 	struct sqlstore *sq = be;
 	sqlite3_stmt *st = sq->sq_st[SQ_PENDING_ADD];
@@ -921,6 +961,9 @@ sqlstore_pending_add(void *be, const struct store_cert *c,
 
 	if (sqlstore_begin(sq, "pending_add") != STORE_OK)
 		return STORE_ERROR;
+	if (caller_serial != NULL &&
+	    (rc = sqlstore_caller_issued(sq, caller_serial)) != STORE_OK)
+		goto bad;
 	if (token_hash != NULL && (rc = sqlstore_token_spend(sq,
 	    "pending_add: token", token_hash, now, NULL, 0)) != STORE_OK)
 		goto bad;

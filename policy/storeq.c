@@ -26,6 +26,7 @@ struct storeq_op {
 	struct store_cert	 o_cert;	/* ADD: the row; strings owned */
 	uint8_t			 o_hash[32];	/* ADD: the token, if o_token */
 	int			 o_token;
+	char			*o_caller;	/* ADD: the caller's certificate */
 	int64_t			 o_now;
 	int64_t			 o_id;		/* COMPLETE, FAIL: the row */
 	char			 o_serial[41];
@@ -59,6 +60,7 @@ storeq_op_free(struct storeq_op *op)
 	store_cert_clear(&op->o_cert);
 	free(op->o_der);
 	free(op->o_why);
+	free(op->o_caller);
 	free(op);
 }
 
@@ -69,10 +71,15 @@ storeq_run_one(struct storeq *q, struct storeq_op *op)
 
 	switch (op->o_kind) {
 	case STOREQ_ADD:
-		op->o_rc = op->o_token ?
-		    store_pending_add_spend(s, &op->o_cert, op->o_hash,
-		    op->o_now, &op->o_newid) :
-		    store_pending_add(s, &op->o_cert, &op->o_newid);
+		if (op->o_token)
+			op->o_rc = store_pending_add_spend(s, &op->o_cert,
+			    op->o_hash, op->o_now, &op->o_newid);
+		else if (op->o_caller != NULL)
+			op->o_rc = store_pending_add_caller(s, &op->o_cert,
+			    op->o_caller, &op->o_newid);
+		else
+			op->o_rc = store_pending_add(s, &op->o_cert,
+			    &op->o_newid);
 		break;
 	case STOREQ_COMPLETE:
 		op->o_rc = store_complete(s, op->o_id, op->o_serial,
@@ -228,13 +235,17 @@ storeq_strdup(const char *s, int *bad)
 
 int
 storeq_pending_add(struct storeq *q, const struct store_cert *c,
-    const uint8_t *token_hash, int64_t now, storeq_cb cb, void *arg)
+    const uint8_t *token_hash, int64_t now, const char *caller_serial,
+    storeq_cb cb, void *arg)
 {
 	struct storeq_op *op;
 	int bad = 0;
 
-	if (q == NULL || c == NULL || (op = calloc(1, sizeof(*op))) == NULL)
+	if (q == NULL || c == NULL ||
+	    (token_hash != NULL && caller_serial != NULL) ||
+	    (op = calloc(1, sizeof(*op))) == NULL)
 		return -1;
+	op->o_caller = storeq_strdup(caller_serial, &bad);
 	op->o_kind = STOREQ_ADD;
 	memcpy(op->o_cert.request_id, c->request_id,
 	    sizeof(op->o_cert.request_id));

@@ -10,8 +10,9 @@
  *
  * The loop keeps its own connection for everything else (reads, token
  * checks, revocations, the reconciliation); the two connections' writes
- * take turns under one mutex, so a write from the loop waits for at most
- * the batch being written.
+ * take turns under one mutex, so a write from the loop waits for the
+ * thread's batches (usually one: the mutex is not fair) rather than
+ * polling in SQLite's busy handler.
  */
 #ifndef HSMCA_STOREQ_H
 #define HSMCA_STOREQ_H
@@ -50,13 +51,14 @@ struct storeq	*storeq_new(struct event_base *, const char *uri,
 void		 storeq_free(struct storeq *);
 
 /*
- * store_pending_add, or store_pending_add_spend when token_hash is not
- * NULL.  Everything is copied.  0, or -1 when out of memory (cb has not
- * run and will not).  cb may be NULL.
+ * store_pending_add; store_pending_add_spend when token_hash is not NULL,
+ * store_pending_add_caller when caller_serial is not NULL (not both).
+ * Everything is copied.  0, or -1 when out of memory or both are given
+ * (cb has not run and will not).  cb may be NULL.
  */
 int		 storeq_pending_add(struct storeq *, const struct store_cert *c,
-		    const uint8_t *token_hash, int64_t now, storeq_cb cb,
-		    void *arg);
+		    const uint8_t *token_hash, int64_t now,
+		    const char *caller_serial, storeq_cb cb, void *arg);
 int		 storeq_complete(struct storeq *, int64_t id, const char *serial,
 		    const uint8_t *der, size_t derlen, int64_t not_before,
 		    int64_t not_after, storeq_cb cb, void *arg);

@@ -1091,6 +1091,25 @@ test_batch(void **state)
 	assert_int_equal(store_token_check(f->s, h, 1000, out, sizeof(out)),
 	    STORE_EXHAUSTED);
 
+	/* a caller authenticated by a certificate: only while it is issued */
+	make_cert(&c, 6, "spiffe://td/f", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_caller(f->s, &c, "1a", &idx),
+	    STORE_OK);
+	store_cert_clear(&c);
+	assert_int_equal(store_revoke(f->s, "1a", 1, 3000), STORE_OK);
+	make_cert(&c, 7, "spiffe://td/f", "bob", "svid", NULL);
+	assert_int_equal(store_pending_add_caller(f->s, &c, "1a", &idx),
+	    STORE_CALLER_REVOKED);
+	assert_int_equal(idx, 0);
+	assert_non_null(strstr(store_error(f->s), "revoked"));
+	assert_int_equal(store_pending_add_caller(f->s, &c, "77", &idx),
+	    STORE_CALLER_REVOKED);
+	assert_int_equal(store_get_by_request(f->s, c.request_id, &got),
+	    STORE_NOTFOUND);
+	assert_int_equal(store_pending_add_caller(f->s, &c, "not hex", &idx),
+	    STORE_ERROR);
+	store_cert_clear(&c);
+
 	/* a batch ended without commit leaves nothing */
 	assert_int_equal(store_batch_begin(f->s), STORE_OK);
 	make_cert(&c, 5, "spiffe://td/e", "bob", "svid", NULL);

@@ -163,7 +163,7 @@ test_adds_batched(void **state)
 		results[i].f = f;
 		results[i].n = i + 1;
 		assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000,
-		    on_done, &results[i]), 0);
+		    NULL, on_done, &results[i]), 0);
 	}
 	/* The caller's strings were copied: nothing points at c. */
 	memset(&c, 0xa5, sizeof(c));
@@ -211,11 +211,11 @@ test_complete_fail_conflict(void **state)
 	results[0].n = 1;
 	results[1].n = 2;
 	make_cert(&c, 2);
-	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, on_done,
-	    &results[1]), 0);
+	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, NULL,
+	    on_done, &results[1]), 0);
 	make_cert(&c, 1);
-	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, on_done,
-	    &results[0]), 0);
+	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, NULL,
+	    on_done, &results[0]), 0);
 	run_until(f, 2);
 	id1 = results[0].id;
 	id2 = results[1].id;
@@ -230,13 +230,21 @@ test_complete_fail_conflict(void **state)
 	    900, 5000, on_done, &results[3]), 0);
 	assert_int_equal(storeq_fail(f->q, id2, "no answer", on_done,
 	    &results[4]), 0);
-	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, on_done,
-	    &results[5]), 0);
+	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, NULL,
+	    on_done, &results[5]), 0);
 	make_cert(&c, 9);
-	assert_int_equal(storeq_pending_add(f->q, &c, hash, 1000, on_done,
-	    &results[6]), 0);
+	assert_int_equal(storeq_pending_add(f->q, &c, hash, 1000, NULL,
+	    on_done, &results[6]), 0);
+	/* a caller whose certificate is not issued (id2 is failed below,
+	 * but "2b" was never issued at all): no row */
+	make_cert(&c, 10);
+	assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, "2b",
+	    on_done, &results[7]), 0);
 	assert_int_equal(storeq_fail(f->q, id1, "too late", NULL, NULL), 0);
-	run_until(f, 7);
+	run_until(f, 8);
+	assert_int_equal(results[7].rc, STORE_CALLER_REVOKED);
+	assert_int_equal(results[7].id, 0);
+	assert_non_null(strstr(results[7].err, "2b"));
 	assert_int_equal(results[2].rc, STORE_OK);
 	assert_int_equal(results[3].rc, STORE_CONFLICT);
 	assert_non_null(strstr(results[3].err, "1a"));
@@ -287,7 +295,7 @@ test_free_commits_queued(void **state)
 		make_cert(&c, 100 + i);
 		results[i].f = f;
 		results[i].n = 100 + i;
-		assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000,
+		assert_int_equal(storeq_pending_add(f->q, &c, NULL, 1000, NULL,
 		    on_done_then_fail, &results[i]), 0);
 	}
 	storeq_free(f->q);	/* without running the loop */
@@ -311,13 +319,18 @@ test_bad_arguments(void **state)
 {
 	struct fixture *f = *state;
 	struct store_cert c;
+	uint8_t hash[32];
 	char err[256] = "";
 
 	make_cert(&c, 1);
-	assert_int_equal(storeq_pending_add(NULL, &c, NULL, 0, NULL, NULL),
-	    -1);
-	assert_int_equal(storeq_pending_add(f->q, NULL, NULL, 0, NULL, NULL),
-	    -1);
+	assert_int_equal(storeq_pending_add(NULL, &c, NULL, 0, NULL, NULL,
+	    NULL), -1);
+	assert_int_equal(storeq_pending_add(f->q, NULL, NULL, 0, NULL, NULL,
+	    NULL), -1);
+	memset(hash, 1, sizeof(hash));
+	/* a token and a caller certificate at once: refused */
+	assert_int_equal(storeq_pending_add(f->q, &c, hash, 0, "1a", NULL,
+	    NULL), -1);
 	assert_int_equal(storeq_complete(f->q, 1, "1a", NULL, 0, 0, 0, NULL,
 	    NULL), -1);
 	assert_int_equal(storeq_fail(f->q, 1, NULL, NULL, NULL), -1);

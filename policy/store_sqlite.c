@@ -919,33 +919,39 @@ sqlstore_error(const void *be)
 static int	sqlstore_token_spend(struct sqlstore *, const char *,
 		    const uint8_t [32], int64_t, char *, size_t);
 
-/* Inside the caller's transaction: serial is an ISSUED certificate. */
+/*
+ * Inside the caller's transaction: serial is an ISSUED certificate.  Else
+ * absent_rc when no row has it, other_rc when it is in another state; the
+ * error text says which, after op.
+ */
 static int
-sqlstore_caller_issued(struct sqlstore *sq, const char *serial)
+sqlstore_require_issued(struct sqlstore *sq, const char *op,
+    const char *serial, int absent_rc, int other_rc)
 {
 	sqlite3_stmt *st = sq->sq_st[SQ_STATE_BY_SERIAL];
 	enum store_status status;
 	int rc, ret = STORE_OK;
 
 	if (sqlstore_bind_text(st, 1, serial) != SQLITE_OK) {
-		ret = sqlstore_dberr(sq, "pending_add: caller: bind");
+		ret = sqlstore_fail(sq, STORE_ERROR, "%s: bind: %s", op,
+		    sqlite3_errmsg(sq->sq_db));
 		sqlstore_done(st);
 		return ret;
 	}
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE)
-		ret = sqlstore_fail(sq, STORE_CALLER_REVOKED, "the client "
-		    "certificate %s is no longer in the inventory", serial);
+		ret = sqlstore_fail(sq, absent_rc, "%s: serial %s not found",
+		    op, serial);
 	else if (rc != SQLITE_ROW)
-		ret = sqlstore_dberr(sq, "pending_add: caller");
+		ret = sqlstore_fail(sq, STORE_ERROR, "%s: lookup: %s", op,
+		    sqlite3_errmsg(sq->sq_db));
 	else if (sqlstore_status_parse(sqlite3_column_text(st, 0), &status) ==
 	    -1)
-		ret = sqlstore_fail(sq, STORE_ERROR, "pending_add: serial %s "
-		    "has an unknown status", serial);
+		ret = sqlstore_fail(sq, STORE_ERROR, "%s: serial %s has an "
+		    "unknown status", op, serial);
 	else if (status != STORE_ISSUED)
-		ret = sqlstore_fail(sq, STORE_CALLER_REVOKED, "the client "
-		    "certificate %s is %s", serial,
-		    sqlstore_status_names[status]);
+		ret = sqlstore_fail(sq, other_rc, "%s: serial %s is %s, not "
+		    "issued", op, serial, sqlstore_status_names[status]);
 	sqlstore_done(st);
 	return ret;
 }
@@ -961,8 +967,9 @@ sqlstore_pending_add(void *be, const struct store_cert *c,
 
 	if (sqlstore_begin(sq, "pending_add") != STORE_OK)
 		return STORE_ERROR;
-	if (caller_serial != NULL &&
-	    (rc = sqlstore_caller_issued(sq, caller_serial)) != STORE_OK)
+	if (caller_serial != NULL && (rc = sqlstore_require_issued(sq,
+	    "pending_add: the client certificate", caller_serial,
+	    STORE_CALLER_REVOKED, STORE_CALLER_REVOKED)) != STORE_OK)
 		goto bad;
 	if (token_hash != NULL && (rc = sqlstore_token_spend(sq,
 	    "pending_add: token", token_hash, now, NULL, 0)) != STORE_OK)
@@ -1320,32 +1327,13 @@ static int
 sqlstore_revoke(void *be, const char *serial, int reason, int64_t when)
 {
 	struct sqlstore *sq = be;
-	sqlite3_stmt *st = sq->sq_st[SQ_STATE_BY_SERIAL];
-	enum store_status status;
-	int rc, ret = STORE_OK;
+	sqlite3_stmt *st;
+	int ret = STORE_OK;
 
 	if (sqlstore_begin(sq, "revoke") != STORE_OK)
 		return STORE_ERROR;
-	if (sqlstore_bind_text(st, 1, serial) != SQLITE_OK) {
-		ret = sqlstore_dberr(sq, "revoke: bind");
-		sqlstore_done(st);
-		goto bad;
-	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
-		ret = sqlstore_fail(sq, STORE_NOTFOUND, "revoke: serial %s not "
-		    "found", serial);
-	else if (rc != SQLITE_ROW)
-		ret = sqlstore_dberr(sq, "revoke: lookup");
-	else if (sqlstore_status_parse(sqlite3_column_text(st, 0), &status) ==
-	    -1)
-		ret = sqlstore_fail(sq, STORE_ERROR, "revoke: serial %s has an "
-		    "unknown status", serial);
-	else if (status != STORE_ISSUED)
-		ret = sqlstore_fail(sq, STORE_CONFLICT, "revoke: serial %s is "
-		    "%s, not issued", serial, sqlstore_status_names[status]);
-	sqlstore_done(st);
-	if (ret != STORE_OK)
+	if ((ret = sqlstore_require_issued(sq, "revoke", serial,
+	    STORE_NOTFOUND, STORE_CONFLICT)) != STORE_OK)
 		goto bad;
 
 	st = sq->sq_st[SQ_REVOKE];

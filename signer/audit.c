@@ -8,6 +8,12 @@
  * everything that arrived while the previous sync ran goes into the next
  * one (group commit).  Nothing is ever written after a failed write or
  * sync, so a failure leaves at worst a torn tail, which the next open cuts.
+ *
+ * A record is serialised before the mutex is taken; under it only its
+ * seq, prev and time are put in front.  Each appender waits on a
+ * semaphore of its own, which the writer posts once the record is durable
+ * (or the log has failed): a sync wakes exactly the appenders it covers,
+ * and none of them has to take the mutex again on the way out.
  */
 #include "config.h"
 
@@ -21,6 +27,8 @@
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +55,14 @@ struct audit_log {
 	int		 al_fd;
 	pthread_mutex_t	 al_mutex;
 	pthread_cond_t	 al_wake;	/* writer: pending bytes or stop */
-	pthread_cond_t	 al_durable;	/* appenders: durable_seq moved */
+	struct audit_waiter *al_waiters; /* appenders waiting for a sync */
 	pthread_t	 al_writer;
-	int		 al_writer_running;
+	int		 al_writer_running;	/* started: join it */
+	int		 al_writer_gone;	/* it has returned */
 	int		 al_stopping;
-	int		 al_failed;
+	atomic_int	 al_failed;	/* set under the mutex, read anywhere */
+	EVP_MD		*al_sha256;	/* fetched once; chain hashing */
+	EVP_MD_CTX	*al_md;		/* under the mutex */
 
 	uint64_t	 al_last_seq;		/* last seq assigned */
 	uint64_t	 al_durable_seq;	/* last seq on stable storage */
@@ -70,6 +81,14 @@ struct audit_log {
 
 	uint64_t	 al_appends;
 	uint64_t	 al_syncs;
+};
+
+/* An appender waiting for its record to be durable. */
+struct audit_waiter {
+	uint64_t	 aw_seq;
+	int		 aw_ok;		/* durable (1) or the log failed (0) */
+	sem_t		 aw_sem;
+	struct audit_waiter *aw_next;
 };
 
 /* What a read of the log found: the state to continue the chain from. */
@@ -601,58 +620,92 @@ audit_verify_file(const char *path, EVP_PKEY *audit_pub, uint64_t *last_seq,
 
 /* Writer side. */
 
-static int
-audit_pending_add(struct audit_log *log, const char *line, size_t len)
+/*
+ * Appends head, then body, then a newline to the pending buffer; returns a
+ * pointer to the line in it (valid until the next append), or NULL.
+ */
+static const char *
+audit_pending_add(struct audit_log *log, const char *head, size_t headlen,
+    const char *body, size_t bodylen)
 {
-	size_t need, ncap;
+	size_t need, ncap, at = log->al_pending_len;
 	char *nbuf;
 
-	if (len > SIZE_MAX - 1 - log->al_pending_len)
-		return -1;
-	need = log->al_pending_len + len + 1;
+	if (headlen > AUDIT_MAX_LINE || bodylen > AUDIT_MAX_LINE ||
+	    headlen + bodylen + 1 > SIZE_MAX - at)
+		return NULL;
+	need = at + headlen + bodylen + 1;
 	if (need > log->al_pending_cap) {
 		ncap = log->al_pending_cap == 0 ? 65536 : log->al_pending_cap;
 		while (ncap < need) {
 			if (ncap > SIZE_MAX / 2)
-				return -1;
+				return NULL;
 			ncap *= 2;
 		}
 		if ((nbuf = realloc(log->al_pending, ncap)) == NULL)
-			return -1;
+			return NULL;
 		log->al_pending = nbuf;
 		log->al_pending_cap = ncap;
 	}
-	memcpy(log->al_pending + log->al_pending_len, line, len);
-	log->al_pending[log->al_pending_len + len] = '\n';
+	memcpy(log->al_pending + at, head, headlen);
+	memcpy(log->al_pending + at + headlen, body, bodylen);
+	log->al_pending[need - 1] = '\n';
 	log->al_pending_len = need;
-	return 0;
+	return log->al_pending + at;
 }
 
 /*
- * Under the mutex: gives rec its place in the chain and queues its line.
- * A record that cannot be serialised is refused without using up a seq
- * (the log stays good); returns 0 and *seq, or -1.
+ * A record serialised on its own (JSON_COMPACT, so "{...}" with no
+ * newline), checked to be one object that the chain fields can be put in
+ * front of.  Returns the text (free() it) and its length, or NULL.
+ */
+static char *
+audit_serialise(const json_t *rec, size_t *lenp)
+{
+	char *body;
+	size_t len;
+
+	if ((body = json_dumps(rec, JSON_COMPACT)) == NULL) {
+		audit_set_detail("record cannot be serialised");
+		return NULL;
+	}
+	len = strlen(body);
+	if (len < 2 || body[0] != '{' || body[len - 1] != '}' ||
+	    len > AUDIT_MAX_LINE || memchr(body, '\n', len) != NULL) {
+		audit_set_detail("record too long or not one line");
+		free(body);
+		return NULL;
+	}
+	*lenp = len;
+	return body;
+}
+
+/*
+ * Under the mutex: gives the serialised record body (audit_serialise) its
+ * place in the chain and queues its line, which is exactly what
+ * json_dumps would give for {"seq":..,"prev":..,"time":..} followed by the
+ * record's own members in order.  A record that cannot be queued is
+ * refused without using up a seq (the log stays good); returns 0 and
+ * *seq, or -1.
  */
 static int
-audit_enqueue_locked(struct audit_log *log, json_t *rec, const char *time,
-    uint64_t *seqp)
+audit_enqueue_locked(struct audit_log *log, const char *body, size_t bodylen,
+    const char *time, uint64_t *seqp)
 {
-	json_t *out = NULL, *v;
-	const char *k;
-	char prevhex[AUDIT_HEX_LEN + 1], now[AUDIT_TIME_LEN + 1];
-	char *line = NULL;
+	char prevhex[AUDIT_HEX_LEN + 1], now[AUDIT_TIME_LEN + 1], head[160];
+	const char *line;
 	struct timespec ts;
 	uint64_t seq = log->al_last_seq + 1;
-	size_t len;
-	int ret = -1;
+	size_t linelen;
+	int headlen;
 
 	if (log->al_failed) {
 		audit_set_detail("the audit log has failed");
-		goto out;
+		return -1;
 	}
 	if (seq > (uint64_t)LLONG_MAX) {
 		audit_set_detail("sequence exhausted");
-		goto out;
+		return -1;
 	}
 	if (time == NULL) {
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -660,59 +713,40 @@ audit_enqueue_locked(struct audit_log *log, json_t *rec, const char *time,
 	} else
 		snprintf(now, sizeof(now), "%s", time);
 	audit_hex(log->al_prev, sizeof(log->al_prev), prevhex);
-	if ((out = json_object()) == NULL ||
-	    json_object_set_new(out, "seq", json_integer((json_int_t)seq)) ||
-	    json_object_set_new(out, "prev", json_string(prevhex)) ||
-	    json_object_set_new(out, "time", json_string(now))) {
-		audit_set_detail("out of memory");
-		goto out;
+	/* Hex and the time format need no JSON escaping.  The body's "{"
+	 * becomes the separator, or the end of an empty object. */
+	headlen = snprintf(head, sizeof(head),
+	    "{\"seq\":%" PRIu64 ",\"prev\":\"%s\",\"time\":\"%s\"%s", seq,
+	    prevhex, now, bodylen > 2 ? "," : "");
+	if (headlen < 0 || (size_t)headlen >= sizeof(head)) {
+		audit_set_detail("record header too long");
+		return -1;
 	}
-	json_object_foreach(rec, k, v) {
-		if (json_object_set(out, k, v) != 0) {
-			audit_set_detail("out of memory");
-			goto out;
-		}
-	}
-	line = json_dumps(out, JSON_COMPACT);
-	if (line == NULL) {
-		audit_set_detail("record cannot be serialised");
-		goto out;
-	}
-	len = strlen(line);
-	if (len == 0 || len > AUDIT_MAX_LINE || memchr(line, '\n', len)) {
+	linelen = (size_t)headlen + bodylen - 1;
+	if (linelen > AUDIT_MAX_LINE) {
 		audit_set_detail("record too long or not one line");
-		goto out;
+		return -1;
 	}
-	if (audit_pending_add(log, line, len) != 0) {
+	if ((line = audit_pending_add(log, head, (size_t)headlen, body + 1,
+	    bodylen - 1)) == NULL) {
 		audit_set_detail("out of memory");
-		goto out;
+		return -1;
 	}
 	/* The line is queued: the chain moves on, whatever happens next. */
-	{
-		EVP_MD_CTX *md = EVP_MD_CTX_new();
-
-		if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-		    EVP_DigestUpdate(md, line, len) != 1 ||
-		    EVP_DigestUpdate(md, "\n", 1) != 1 ||
-		    EVP_DigestFinal_ex(md, log->al_prev, NULL) != 1) {
-			/* Cannot chain on: nothing more may be written. */
-			log->al_failed = 1;
-			EVP_MD_CTX_free(md);
-			audit_set_detail("SHA-256 failed");
-			goto out;
-		}
-		EVP_MD_CTX_free(md);
+	if (EVP_DigestInit_ex(log->al_md, log->al_sha256, NULL) != 1 ||
+	    EVP_DigestUpdate(log->al_md, line, linelen + 1) != 1 ||
+	    EVP_DigestFinal_ex(log->al_md, log->al_prev, NULL) != 1) {
+		/* Cannot chain on: nothing more may be written. */
+		log->al_failed = 1;
+		audit_set_detail("SHA-256 failed");
+		return -1;
 	}
 	log->al_last_seq = seq;
 	log->al_pending_seq = seq;
 	log->al_appends++;
 	*seqp = seq;
 	pthread_cond_signal(&log->al_wake);
-	ret = 0;
- out:
-	free(line);
-	json_decref(out);
-	return ret;
+	return 0;
 }
 
 /*
@@ -729,6 +763,8 @@ audit_checkpoint_locked(struct audit_log *log, uint64_t *seqp)
 	struct timespec ts;
 	size_t siglen = sizeof(sig);
 	uint64_t seq = log->al_last_seq + 1, records;
+	char *body = NULL;
+	size_t bodylen;
 	int msglen, ret = -1;
 
 	if (log->al_failed) {
@@ -762,26 +798,94 @@ audit_checkpoint_locked(struct audit_log *log, uint64_t *seqp)
 		audit_set_detail("out of memory");
 		goto out;
 	}
-	ret = audit_enqueue_locked(log, rec, time, seqp);
+	if ((body = audit_serialise(rec, &bodylen)) == NULL)
+		goto out;
+	ret = audit_enqueue_locked(log, body, bodylen, time, seqp);
 	if (ret == 0) {
 		log->al_since_checkpoint = 0;
 		log->al_checkpoint_failed_at = 0;
 	}
  out:
+	free(body);
 	json_decref(rec);
 	return ret;
 }
 
-static int
-audit_wait_durable_locked(struct audit_log *log, uint64_t seq)
+/*
+ * Under the mutex: w is to learn when seq is durable.  When there is
+ * nothing to wait for (already durable, the log failed, no writer), its
+ * semaphore is posted at once.
+ */
+static void
+audit_waiter_add_locked(struct audit_log *log, struct audit_waiter *w,
+    uint64_t seq)
 {
-	while (log->al_durable_seq < seq && !log->al_failed)
-		pthread_cond_wait(&log->al_durable, &log->al_mutex);
-	if (log->al_durable_seq < seq) {
+	w->aw_seq = seq;
+	w->aw_ok = 0;
+	w->aw_next = NULL;
+	(void)sem_init(&w->aw_sem, 0, 0);
+	if (log->al_durable_seq >= seq || log->al_failed ||
+	    !log->al_writer_running || log->al_writer_gone) {
+		w->aw_ok = log->al_durable_seq >= seq;
+		(void)sem_post(&w->aw_sem);
+		return;
+	}
+	w->aw_next = log->al_waiters;
+	log->al_waiters = w;
+}
+
+/* Without the mutex: waits for the writer's word on w; 0 durable, -1. */
+static int
+audit_waiter_wait(struct audit_waiter *w)
+{
+	while (sem_wait(&w->aw_sem) != 0)
+		if (errno != EINTR)
+			abort();	/* the writer may still post: no way on */
+	(void)sem_destroy(&w->aw_sem);
+	if (!w->aw_ok) {
 		audit_set_detail("the audit log has failed");
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Under the mutex: takes off the list every waiter whose record is now
+ * durable, or all of them when the log has failed or the writer stops.
+ * The caller wakes them (audit_waiters_wake) once the mutex is released.
+ */
+static struct audit_waiter *
+audit_waiters_take_locked(struct audit_log *log, int all)
+{
+	struct audit_waiter **pw = &log->al_waiters, *w, *done = NULL;
+
+	while ((w = *pw) != NULL) {
+		if (all || w->aw_seq <= log->al_durable_seq) {
+			*pw = w->aw_next;
+			w->aw_ok = w->aw_seq <= log->al_durable_seq;
+			w->aw_next = done;
+			done = w;
+		} else
+			pw = &w->aw_next;
+	}
+	return done;
+}
+
+static void
+audit_waiters_wake(struct audit_waiter *w)
+{
+	struct audit_waiter *next;
+
+	for (; w != NULL; w = next) {
+		/* w lives on its appender's stack: read it before the post.
+		 * glibc's sem_post touches the semaphore only up to the
+		 * atomic that releases the waiter (since 2.21, bug 12674), so
+		 * the waiter may destroy it as soon as sem_wait returns;
+		 * helgrind, which orders the post before the real call,
+		 * reports those reads as races. */
+		next = w->aw_next;
+		(void)sem_post(&w->aw_sem);
+	}
 }
 
 static int
@@ -805,6 +909,7 @@ static void *
 audit_writer(void *arg)
 {
 	struct audit_log *log = arg;
+	struct audit_waiter *done;
 	char *spare = NULL, *buf;
 	size_t spare_cap = 0, len, cap;
 	uint64_t upto;
@@ -839,10 +944,16 @@ audit_writer(void *arg)
 			log->al_durable_seq = upto;
 			log->al_syncs++;
 		}
-		pthread_cond_broadcast(&log->al_durable);
+		done = audit_waiters_take_locked(log, err);
+		pthread_mutex_unlock(&log->al_mutex);
+		audit_waiters_wake(done);
+		pthread_mutex_lock(&log->al_mutex);
 	}
-	pthread_cond_broadcast(&log->al_durable);
+	/* Failed or stopping: nobody is left waiting for a sync. */
+	log->al_writer_gone = 1;
+	done = audit_waiters_take_locked(log, 1);
 	pthread_mutex_unlock(&log->al_mutex);
+	audit_waiters_wake(done);
 	free(spare);
 	return NULL;
 }
@@ -850,9 +961,12 @@ audit_writer(void *arg)
 int
 audit_append(struct audit_log *log, json_t *rec, uint64_t *seqp)
 {
+	struct audit_waiter w;
 	const char *type;
+	char *body;
+	size_t bodylen;
 	uint64_t seq = 0, cpseq;
-	int ret = -1;
+	int ret;
 
 	*seqp = 0;
 	if (!json_is_object(rec)) {
@@ -870,33 +984,43 @@ audit_append(struct audit_log *log, json_t *rec, uint64_t *seqp)
 		audit_set_detail("record already has seq, prev or time");
 		return -1;
 	}
+	/* The costly part, outside the mutex. */
+	if ((body = audit_serialise(rec, &bodylen)) == NULL)
+		return -1;
 	pthread_mutex_lock(&log->al_mutex);
-	if (audit_enqueue_locked(log, rec, NULL, &seq) != 0)
-		goto out;
+	if (audit_enqueue_locked(log, body, bodylen, NULL, &seq) != 0) {
+		pthread_mutex_unlock(&log->al_mutex);
+		free(body);
+		return -1;
+	}
 	log->al_since_checkpoint++;
 	/* A failed signature is tried again after the next record. */
 	if (log->al_since_checkpoint >= log->al_checkpoint_every &&
 	    log->al_since_checkpoint != log->al_checkpoint_failed_at)
 		(void)audit_checkpoint_locked(log, &cpseq);
-	ret = audit_wait_durable_locked(log, seq);
+	audit_waiter_add_locked(log, &w, seq);
+	pthread_mutex_unlock(&log->al_mutex);
+	free(body);
+	ret = audit_waiter_wait(&w);
 	if (ret == 0)
 		*seqp = seq;
- out:
-	pthread_mutex_unlock(&log->al_mutex);
 	return ret;
 }
 
 int
 audit_checkpoint(struct audit_log *log)
 {
+	struct audit_waiter w;
 	uint64_t seq;
 	int ret;
 
 	pthread_mutex_lock(&log->al_mutex);
 	ret = audit_checkpoint_locked(log, &seq);
 	if (ret == 0)
-		ret = audit_wait_durable_locked(log, seq);
+		audit_waiter_add_locked(log, &w, seq);
 	pthread_mutex_unlock(&log->al_mutex);
+	if (ret == 0)
+		ret = audit_waiter_wait(&w);
 	return ret;
 }
 
@@ -914,12 +1038,7 @@ audit_last_seq(struct audit_log *log)
 int
 audit_failed(struct audit_log *log)
 {
-	int failed;
-
-	pthread_mutex_lock(&log->al_mutex);
-	failed = log->al_failed;
-	pthread_mutex_unlock(&log->al_mutex);
-	return failed;
+	return atomic_load(&log->al_failed);
 }
 
 void
@@ -962,8 +1081,9 @@ audit_free(struct audit_log *log)
 	if (log->al_fd != -1)
 		close(log->al_fd);
 	pthread_cond_destroy(&log->al_wake);
-	pthread_cond_destroy(&log->al_durable);
 	pthread_mutex_destroy(&log->al_mutex);
+	EVP_MD_CTX_free(log->al_md);
+	EVP_MD_free(log->al_sha256);
 	free(log->al_pending);
 	free(log);
 }
@@ -1074,7 +1194,12 @@ audit_open(const struct audit_config *config, struct audit_log **out)
 	log->al_fd = -1;
 	pthread_mutex_init(&log->al_mutex, NULL);
 	pthread_cond_init(&log->al_wake, NULL);
-	pthread_cond_init(&log->al_durable, NULL);
+	atomic_init(&log->al_failed, 0);
+	if ((log->al_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL ||
+	    (log->al_md = EVP_MD_CTX_new()) == NULL) {
+		audit_set_detail("SHA-256 is not available");
+		goto out;
+	}
 	log->al_checkpoint_every = config->checkpoint_every != 0 ?
 	    config->checkpoint_every : AUDIT_DEFAULT_EVERY;
 	log->al_sign = config->sign;

@@ -16,6 +16,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -696,6 +697,90 @@ test_fail_read_only_fd(void **state)
 	expect_verify(f, f->key, 0, NULL, NULL);
 }
 
+/*
+ * The log fails while appenders are waiting for a sync: every one of them
+ * gets -1 (none is left waiting), every record acknowledged before is in
+ * the file, and nothing is written after the failure.
+ */
+struct failing_worker {
+	struct fixture	*f;
+	atomic_int	*finished;
+	uint64_t	 last_ok;
+	int		 ok, failed;
+};
+
+static void *
+failing_worker_main(void *arg)
+{
+	struct failing_worker *w = arg;
+	uint64_t seq;
+	json_t *rec;
+	int i;
+
+	for (i = 0; i < PER_THREAD; i++) {
+		rec = request("issue", i);
+		if (audit_append(w->f->log, rec, &seq) != 0) {
+			json_decref(rec);
+			w->failed = 1;
+			break;
+		}
+		json_decref(rec);
+		w->ok++;
+		w->last_ok = seq;
+	}
+	atomic_fetch_add(w->finished, 1);
+	return NULL;
+}
+
+static void
+test_fail_under_load(void **state)
+{
+	struct fixture *f = *state;
+	struct audit_config c;
+	struct failing_worker w[THREADS];
+	pthread_t t[THREADS];
+	atomic_int finished;
+	size_t lines;
+	int fd, ro, k, i, failed = 0;
+
+	config_init(&c, f, 0);
+	assert_int_equal(audit_open(&c, &f->log), 0);
+	atomic_init(&finished, 0);
+	for (k = 0; k < THREADS; k++) {
+		memset(&w[k], 0, sizeof(w[k]));
+		w[k].f = f;
+		w[k].finished = &finished;
+		assert_int_equal(pthread_create(&t[k], NULL,
+		    failing_worker_main, &w[k]), 0);
+	}
+	/* Some records in (at most 5 s), then the disk "goes away". */
+	for (i = 0; i < 500 && audit_last_seq(f->log) < 50; i++)
+		usleep(10000);
+	fd = log_fd(f->path);
+	assert_true(fd >= 0);
+	ro = open(f->path, O_RDONLY);
+	assert_true(ro >= 0);
+	assert_int_equal(dup2(ro, fd), fd);
+	close(ro);
+	/* Every appender comes back (at most 20 s). */
+	for (i = 0; i < 2000 && atomic_load(&finished) < THREADS; i++)
+		usleep(10000);
+	if (atomic_load(&finished) < THREADS)
+		fail_msg("%d appenders still wait after the log failed",
+		    THREADS - atomic_load(&finished));
+	for (k = 0; k < THREADS; k++)
+		pthread_join(t[k], NULL);
+	lines = count_lines(f->path);
+	for (k = 0; k < THREADS; k++) {
+		failed += w[k].failed;
+		/* Acknowledged means on disk. */
+		assert_true(w[k].ok == 0 || w[k].last_ok <= lines);
+	}
+	assert_true(failed > 0);
+	expect_failed_log(f);
+	expect_verify(f, f->key, 0, NULL, NULL);
+}
+
 int
 main(void)
 {
@@ -723,6 +808,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open_refuses,
 		    setup_p256, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_file_too_large,
+		    setup_p256, teardown),
+		cmocka_unit_test_setup_teardown(test_fail_under_load,
 		    setup_p256, teardown),
 		cmocka_unit_test_setup_teardown(test_fail_read_only_fd,
 		    setup_p256, teardown),

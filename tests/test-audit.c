@@ -616,6 +616,20 @@ log_fd(const char *path)
 	return -1;
 }
 
+/* The disk "goes away": the open log's descriptor is now read-only. */
+static void
+make_log_read_only(struct fixture *f)
+{
+	int fd, ro;
+
+	fd = log_fd(f->path);
+	assert_true(fd >= 0);
+	ro = open(f->path, O_RDONLY);
+	assert_true(ro >= 0);
+	assert_int_equal(dup2(ro, fd), fd);
+	close(ro);
+}
+
 static void
 expect_failed_log(struct fixture *f)
 {
@@ -679,16 +693,10 @@ test_fail_read_only_fd(void **state)
 	struct audit_config c;
 	uint64_t seq;
 	json_t *rec;
-	int fd, ro;
 
 	config_init(&c, f, 0);
 	assert_int_equal(audit_open(&c, &f->log), 0);
-	fd = log_fd(f->path);
-	assert_true(fd >= 0);
-	ro = open(f->path, O_RDONLY);
-	assert_true(ro >= 0);
-	assert_int_equal(dup2(ro, fd), fd);
-	close(ro);
+	make_log_read_only(f);
 	rec = request("intent", 1);
 	assert_int_equal(audit_append(f->log, rec, &seq), -1);
 	json_decref(rec);
@@ -715,16 +723,16 @@ failing_worker_main(void *arg)
 	struct failing_worker *w = arg;
 	uint64_t seq;
 	json_t *rec;
-	int i;
+	int i, rc;
 
 	for (i = 0; i < PER_THREAD; i++) {
 		rec = request("issue", i);
-		if (audit_append(w->f->log, rec, &seq) != 0) {
-			json_decref(rec);
+		rc = audit_append(w->f->log, rec, &seq);
+		json_decref(rec);
+		if (rc != 0) {
 			w->failed = 1;
 			break;
 		}
-		json_decref(rec);
 		w->ok++;
 		w->last_ok = seq;
 	}
@@ -741,7 +749,7 @@ test_fail_under_load(void **state)
 	pthread_t t[THREADS];
 	atomic_int finished;
 	size_t lines;
-	int fd, ro, k, i, failed = 0;
+	int k, i, failed = 0;
 
 	config_init(&c, f, 0);
 	assert_int_equal(audit_open(&c, &f->log), 0);
@@ -756,12 +764,7 @@ test_fail_under_load(void **state)
 	/* Some records in (at most 5 s), then the disk "goes away". */
 	for (i = 0; i < 500 && audit_last_seq(f->log) < 50; i++)
 		usleep(10000);
-	fd = log_fd(f->path);
-	assert_true(fd >= 0);
-	ro = open(f->path, O_RDONLY);
-	assert_true(ro >= 0);
-	assert_int_equal(dup2(ro, fd), fd);
-	close(ro);
+	make_log_read_only(f);
 	/* Every appender comes back (at most 20 s). */
 	for (i = 0; i < 2000 && atomic_load(&finished) < THREADS; i++)
 		usleep(10000);

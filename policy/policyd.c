@@ -32,6 +32,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "allocator.h"
 #include "audit.h"
 #include "csrpool.h"
 #include "storeq.h"
@@ -351,7 +352,7 @@ static void
 tls_start_listener(struct policyd *pd)
 {
 	struct https_config hc;
-	char err[512];
+	char err[512], abuf[96];
 	int port;
 
 	if (pd->pd_https != NULL) {
@@ -376,6 +377,7 @@ tls_start_listener(struct policyd *pd)
 	    https_listen(pd->pd_https, pd->pd_conf->pc_listen_addr,
 	    pd->pd_conf->pc_listen_port, &port, err, sizeof(err)) != 0)
 		fatalx("HTTPS listener: %s", err);
+	log_info("allocator: %s", allocator_describe(abuf, sizeof(abuf)));
 	log_info("listening on %s port %d", pd->pd_conf->pc_listen_addr, port);
 	/* Tests and the quickstart wait for this line. */
 	if (getenv("HSMCA_POLICYD_PORT_FILE") != NULL) {

@@ -29,6 +29,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "allocator.h"
 #include "audit.h"
 #include "log.h"
 #include "sandbox.h"
@@ -227,7 +228,7 @@ main(int argc, char *argv[])
 	struct ipc_server *srv = NULL;
 	struct sandbox_config sbc;
 	const char *rw[4], *ro[CONFIG_MAX_NAMES + 1];
-	char *audit_dir = NULL, url[PATH_MAX + 16], sock[PATH_MAX];
+	char *audit_dir = NULL, url[PATH_MAX + 16], sock[PATH_MAX], abuf[96];
 	sigset_t sigs;
 	uid_t uid;
 	gid_t gid, cgid;
@@ -415,6 +416,7 @@ main(int argc, char *argv[])
 
 	if (token_start(sd.sd_token) != 0 || ipc_server_start(srv) != 0)
 		fatalx("cannot start the worker threads");
+	log_info("allocator: %s", allocator_describe(abuf, sizeof(abuf)));
 	log_info("serving on %s (%zu key%s, audit log at seq %llu)", url,
 	    conf->sc_nkeys, conf->sc_nkeys == 1 ? "" : "s",
 	    (unsigned long long)audit_last_seq(sd.sd_audit));

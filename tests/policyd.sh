@@ -32,6 +32,8 @@ else
 	tap_done
 	exit 1
 fi
+check "hsmca-policyd logs the allocator it is linked with" \
+	grep -Eq "$(allocator_expected "$POLICYD")" "$tap_tmp/policyd.log"
 policyd_urls
 api GET /healthz
 expect "/healthz: the signer is up" 200

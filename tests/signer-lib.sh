@@ -200,3 +200,13 @@ signer_kill9() {
 audit_verify() {
 	"$HSMCA" audit verify --key "$ca/audit-key.pem" "$st/audit/audit.log"
 }
+
+# allocator_expected BINARY: the allocator line a daemon must log, as an
+# extended regular expression, from what the binary is linked with.
+allocator_expected() {
+	if ldd "$1" 2>/dev/null | grep -q 'libjemalloc\.so'; then
+		echo 'allocator: jemalloc [0-9]'
+	else
+		echo "allocator: (the C library's|AddressSanitizer's) malloc"
+	fi
+}

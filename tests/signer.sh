@@ -32,6 +32,8 @@ if ! signer_start; then
 	exit 99
 fi
 ok "the signer starts and answers health"
+check "the signer logs the allocator it is linked with" \
+	grep -Eq "$(allocator_expected "$SIGNERD")" "$tap_tmp/signerd.log"
 client health > "$tap_tmp/health" 2>&1
 check "health: token up" grep -q "^OK token_up=1" "$tap_tmp/health"
 client info > "$tap_tmp/info" 2>&1

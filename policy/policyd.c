@@ -352,7 +352,7 @@ static void
 tls_start_listener(struct policyd *pd)
 {
 	struct https_config hc;
-	char err[512], abuf[96];
+	char err[512];
 	int port;
 
 	if (pd->pd_https != NULL) {
@@ -377,7 +377,6 @@ tls_start_listener(struct policyd *pd)
 	    https_listen(pd->pd_https, pd->pd_conf->pc_listen_addr,
 	    pd->pd_conf->pc_listen_port, &port, err, sizeof(err)) != 0)
 		fatalx("HTTPS listener: %s", err);
-	log_info("allocator: %s", allocator_describe(abuf, sizeof(abuf)));
 	log_info("listening on %s port %d", pd->pd_conf->pc_listen_addr, port);
 	/* Tests and the quickstart wait for this line. */
 	if (getenv("HSMCA_POLICYD_PORT_FILE") != NULL) {
@@ -1044,6 +1043,7 @@ main(int argc, char *argv[])
 			fatalx("cannot handle signal %d", signums[i]);
 	link_watch(pd->pd_link, HEALTH_INTERVAL_MS, NULL, NULL);
 	schedule(ev_startup, 0);
+	log_info("allocator: %s", allocator_describe(err, sizeof(err)));
 	log_info("started; waiting for the signer at %s",
 	    pd->pd_conf->pc_signer_url);
 	event_base_dispatch(pd->pd_base);

@@ -19,15 +19,34 @@
  *	the bearer token in TOKENFILE.  Answers are counted for SECONDS after
  *	one second of warm-up.  The first certificate of each thread is
  *	checked in full; any answer but 201 fails the run.
+ *   e2e-bench ping HOST PORT SNI CAFILE CONCURRENCY SECONDS
+ *	the same connections asking GET /healthz, which the daemon answers
+ *	from its own state: the rate of the HTTPS exchange alone (TLS,
+ *	HTTP, JSON; no CSR, no store, no signer).  Any answer but 200 with
+ *	"status":"ok" fails the run.
+ *   e2e-bench sync DIR ROUNDS
+ *	the CPU and wall time of the cheapest durable write there is on
+ *	DIR's file system: 4 KiB over a block already written, then
+ *	fdatasync (ROUNDS of them, in a scratch file deleted afterwards).
+ *	Every durable record of hsmca (an inventory commit, an audit append)
+ *	costs at least that much.
+ *
+ * The crypto measurement also prints the CPU time one certificate's
+ * crypto took, and the load and ping runs the CPU time per answer of the
+ * bench itself and of the daemon HSMCA_BENCH_SERVER_PID names (cpu.h),
+ * over the counted seconds.
  *
  * Prints "BENCH <name> <value> <unit>" lines.
  */
 #include "config.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -50,6 +69,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "cpu.h"
 #include "token.h"
 
 #define MAX_THREADS	8	/* crypto */
@@ -276,18 +296,22 @@ crypto_main(void *arg)
 	return NULL;
 }
 
+/* The rate of the threads together, and the CPU time each round took
+ * (*cpu_per_op, seconds), from this process's own usage. */
 static double
-crypto_rate(struct crypto_run *r, int threads, double seconds)
+crypto_rate(struct crypto_run *r, int threads, double seconds,
+    double *cpu_per_op)
 {
 	pthread_t th[MAX_THREADS];
 	struct crypto_thread ct[MAX_THREADS];
 	unsigned long total = 0;
-	double t0, t1;
+	double t0, t1, c0;
 	int i;
 
 	atomic_store(&r->stop, 0);
 	memset(r->done, 0, sizeof(r->done));
 	t0 = e2e_now();
+	c0 = bench_cpu_self();
 	for (i = 0; i < threads; i++) {
 		ct[i].run = r;
 		ct[i].index = i;
@@ -303,6 +327,9 @@ crypto_rate(struct crypto_run *r, int threads, double seconds)
 		e2e_die("token signing or a verification failed");
 	for (i = 0; i < threads; i++)
 		total += r->done[i];
+	if (total == 0)
+		e2e_die("crypto: nothing done in the measurement");
+	*cpu_per_op = (bench_cpu_self() - c0) / (double)total;
 	return (double)total / (t1 - t0);
 }
 
@@ -316,7 +343,7 @@ e2e_crypto(const char *certpath, int threads, double seconds)
 	FILE *f;
 	X509 *cert;
 	char *csr;
-	double raw = 0, lim = 0, v;
+	double raw = 0, lim = 0, v, cpu, limcpu = 0;
 	int round;
 
 	if (threads < 1 || threads > MAX_THREADS || !(seconds > 0) ||
@@ -350,17 +377,21 @@ e2e_crypto(const char *certpath, int threads, double seconds)
 	r.pub = X509_get0_pubkey(cert);
 	r.csr_pem = csr;
 	/* Alternate the two measurements (the speed of a shared machine
-	 * drifts); keep the best of each. */
+	 * drifts); keep the best of each, and the least CPU time one
+	 * certificate's crypto took. */
 	for (round = 0; round < 3; round++) {
 		r.full = 0;
-		if ((v = crypto_rate(&r, threads, seconds)) > raw)
+		if ((v = crypto_rate(&r, threads, seconds, &cpu)) > raw)
 			raw = v;
 		r.full = 1;
-		if ((v = crypto_rate(&r, threads, seconds)) > lim)
+		if ((v = crypto_rate(&r, threads, seconds, &cpu)) > lim)
 			lim = v;
+		if (round == 0 || cpu < limcpu)
+			limcpu = cpu;
 	}
 	printf("BENCH raw_sign_p256_%dt %.0f signs/s\n", threads, raw);
 	printf("BENCH e2e_crypto_limit_p256_%dt %.0f certs/s\n", threads, lim);
+	printf("BENCH e2e_crypto_cpu_us %.1f us/cert\n", limcpu * 1e6);
 	free(csr);
 	token_key_free(key);
 	token_close(r.tok);
@@ -386,6 +417,8 @@ struct load_run {
 	const char		*head;	/* request line and headers, without
 					 * Content-Length */
 	double			 seconds;
+	int			 ping;		/* GET /healthz, no CSRs */
+	struct load_req		 ping_req;	/* ... its request */
 	size_t			 pool;		/* CSRs per thread */
 	pthread_barrier_t	 barrier;
 	/* Written by the main thread between the two barrier waits. */
@@ -816,10 +849,13 @@ load_lat_push(struct load_thread *lt, double ms)
 	return 0;
 }
 
-/* A request: from the pool, or made now if the pool ran out. */
+/* A request: from the pool, or made now if the pool ran out; the one
+ * health request when pinging. */
 static struct load_req *
 load_next(struct load_thread *lt, struct load_req *late)
 {
+	if (lt->run->ping)
+		return &lt->run->ping_req;
 	if (lt->next < lt->npool)
 		return &lt->pool[lt->next++];
 	load_req_clear(late);
@@ -863,9 +899,18 @@ load_loop(struct load_thread *lt, SSL *ssl)
 			continue;
 		}
 		t1 = e2e_now();
-		if (status != 201) {
+		if (status != (r->ping ? 200 : 201)) {
 			lt->non201++;
 			load_note(lt, "HTTP %d: %.300s", status, body);
+		} else if (r->ping && strstr(body, "\"status\":\"ok\"") ==
+		    NULL) {
+			lt->errors++;
+			load_note(lt, "the health answer is not ok: %.300s",
+			    body);
+		} else if (r->ping) {
+			lt->checked = 1;
+			if (t1 >= r->t_count && t1 <= r->t_end)
+				lt->counted++;
 		} else if (strstr(body, "-----BEGIN CERTIFICATE-----") ==
 		    NULL) {
 			lt->errors++;
@@ -903,7 +948,8 @@ load_main(void *arg)
 	size_t i;
 
 	/* The pool and the connection before the clock starts. */
-	if ((lt->pool = calloc(r->pool, sizeof(*lt->pool))) == NULL)
+	if (r->pool > 0 &&
+	    (lt->pool = calloc(r->pool, sizeof(*lt->pool))) == NULL)
 		lt->setup_failed = 1;
 	for (i = 0; !lt->setup_failed && i < r->pool; i++) {
 		if (load_req_make(r, lt->index, i, &lt->pool[i]) != 0)
@@ -963,10 +1009,26 @@ e2e_read_token(const char *path)
 	return tok;
 }
 
+/* Sleeps until the monotonic clock reads t. */
+static void
+e2e_sleep_until(double t)
+{
+	double d;
+
+	while ((d = t - e2e_now()) > 0)
+		usleep(d > 1 ? 1000000 : (useconds_t)(d * 1e6) + 1);
+}
+
+/*
+ * load (ping 0): argv HOST PORT SNI CAFILE TOKENFILE CONCURRENCY SECONDS;
+ * ping (1): HOST PORT SNI CAFILE CONCURRENCY SECONDS.
+ */
 static int
-e2e_load(char *argv[])
+e2e_load(char *argv[], int ping)
 {
 	const char *host = argv[2], *port = argv[3], *sni = argv[4];
+	const char *what = ping ? "https_ping" : "e2e";
+	double c0, c1, s0 = -1, s1 = -1;
 	struct load_run r;
 	struct load_thread *lts;
 	struct addrinfo hints;
@@ -982,8 +1044,9 @@ e2e_load(char *argv[])
 	memset(&r, 0, sizeof(r));
 	r.sni = sni;
 	r.cafile = argv[5];
-	conc = atoi(argv[7]);
-	r.seconds = atof(argv[8]);
+	r.ping = ping;
+	conc = atoi(argv[ping ? 6 : 7]);
+	r.seconds = atof(argv[ping ? 7 : 8]);
 	if (conc < 1 || conc > MAX_CONC || !(r.seconds > 0) ||
 	    r.seconds > 3600)
 		e2e_die("load: CONCURRENCY must be 1 to 256 and SECONDS above 0 "
@@ -992,20 +1055,31 @@ e2e_load(char *argv[])
 		e2e_die("load: SNI is not a host name");
 	r.pool = LOAD_POOL_ALL / (size_t)conc < LOAD_POOL ?
 	    LOAD_POOL_ALL / (size_t)conc : LOAD_POOL;
-	if ((v = getenv("HSMCA_BENCH_POOL")) != NULL) {
+	if (ping)
+		r.pool = 0;
+	else if ((v = getenv("HSMCA_BENCH_POOL")) != NULL) {
 		n = strtol(v, &ep, 10);
 		if (ep == v || *ep != '\0' || n < 1 || n > 100000)
 			e2e_die("load: HSMCA_BENCH_POOL must be 1 to 100000");
 		r.pool = (size_t)n;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	tok = e2e_read_token(argv[6]);
-	if (asprintf(&head, "POST /v1/certificates HTTP/1.1\r\n"
-	    "Host: %s:%s\r\nAuthorization: Bearer %s\r\n"
-	    "Content-Type: application/json\r\n", sni, port, tok) == -1)
-		e2e_die("out of memory");
-	OPENSSL_cleanse(tok, strlen(tok));
-	free(tok);
+	if (ping) {
+		if (asprintf(&head, "GET /healthz HTTP/1.1\r\n"
+		    "Host: %s:%s\r\n\r\n", sni, port) == -1)
+			e2e_die("out of memory");
+		r.ping_req.buf = head;
+		r.ping_req.len = strlen(head);
+	} else {
+		tok = e2e_read_token(argv[6]);
+		if (asprintf(&head, "POST /v1/certificates HTTP/1.1\r\n"
+		    "Host: %s:%s\r\nAuthorization: Bearer %s\r\n"
+		    "Content-Type: application/json\r\n", sni, port,
+		    tok) == -1)
+			e2e_die("out of memory");
+		OPENSSL_cleanse(tok, strlen(tok));
+		free(tok);
+	}
 	r.head = head;
 
 	memset(&hints, 0, sizeof(hints));
@@ -1038,6 +1112,14 @@ e2e_load(char *argv[])
 	r.t_count = t_start + 1.0;
 	r.t_end = r.t_count + r.seconds;
 	pthread_barrier_wait(&r.barrier);
+	/* CPU time over the counted seconds, the bench's and the daemon's. */
+	e2e_sleep_until(r.t_count);
+	c0 = bench_cpu_self();
+	s0 = bench_cpu_server();
+	e2e_sleep_until(r.t_end);
+	c1 = bench_cpu_self();
+	if (s0 >= 0)
+		s1 = bench_cpu_server();
 	for (i = 0; i < conc; i++)
 		pthread_join(lts[i].th, NULL);
 
@@ -1067,14 +1149,26 @@ e2e_load(char *argv[])
 		p50 = all[(nlat - 1) / 2];
 		p99 = all[(size_t)(0.99 * (double)nlat + 0.999999) - 1];
 	}
-	printf("BENCH e2e_certs_per_s %.0f certs/s\n", (double)counted /
-	    r.seconds);
-	printf("BENCH e2e_latency_p50 %.2f ms\n", p50);
-	printf("BENCH e2e_latency_p99 %.2f ms\n", p99);
-	printf("BENCH e2e_non_201 %lu answers\n", non201);
-	printf("BENCH e2e_transport_errors %lu requests\n", errors);
-	printf("BENCH e2e_csrs_made_during_run %lu csrs\n", late);
-	printf("BENCH e2e_certs_checked_in_full %d certs\n", checked);
+	if (ping)
+		printf("BENCH https_ping_per_s %.0f answers/s\n",
+		    (double)counted / r.seconds);
+	else {
+		printf("BENCH e2e_certs_per_s %.0f certs/s\n",
+		    (double)counted / r.seconds);
+		printf("BENCH e2e_latency_p50 %.2f ms\n", p50);
+		printf("BENCH e2e_latency_p99 %.2f ms\n", p99);
+		printf("BENCH e2e_non_201 %lu answers\n", non201);
+		printf("BENCH e2e_transport_errors %lu requests\n", errors);
+		printf("BENCH e2e_csrs_made_during_run %lu csrs\n", late);
+		printf("BENCH e2e_certs_checked_in_full %d certs\n", checked);
+	}
+	if (counted > 0) {
+		printf("BENCH %s_client_cpu_us %.1f us/answer\n", what,
+		    (c1 - c0) * 1e6 / (double)counted);
+		if (s0 >= 0 && s1 >= 0)
+			printf("BENCH %s_server_cpu_us %.1f us/answer\n",
+			    what, (s1 - s0) * 1e6 / (double)counted);
+	}
 	if (reconnects > 0)
 		fprintf(stderr, "e2e-bench: %lu reconnections\n", reconnects);
 
@@ -1093,11 +1187,63 @@ e2e_load(char *argv[])
 	free(head);
 	if (failed || non201 != 0 || errors != 0 || counted == 0 ||
 	    checked != conc) {
-		fprintf(stderr, "e2e-bench: the run is not valid (%lu non-201, "
+		fprintf(stderr, "e2e-bench: the run is not valid (%lu %s, "
 		    "%lu errors, %lu counted, %d of %d threads checked an "
-		    "answer in full)\n", non201, errors, counted, checked, conc);
+		    "answer in full)\n", non201, ping ? "not 200" : "non-201",
+		    errors, counted, checked, conc);
 		return 1;
 	}
+	return 0;
+}
+
+/* --- sync --------------------------------------------------------------- */
+
+#define SYNC_BLOCK	4096
+#define SYNC_BLOCKS	64
+
+static int
+e2e_sync(const char *dir, long rounds)
+{
+	static char block[SYNC_BLOCK];
+	char path[PATH_MAX];
+	double t0, c0, t1, c1;
+	long i;
+	int fd;
+
+	if (rounds < 1 || rounds > 1000000)
+		e2e_die("sync: ROUNDS must be 1 to 1000000");
+	if ((size_t)snprintf(path, sizeof(path), "%s/e2e-sync-XXXXXX", dir) >=
+	    sizeof(path))
+		e2e_die("sync: DIR is too long");
+	if ((fd = mkstemp(path)) == -1) {
+		fprintf(stderr, "e2e-bench: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	(void)unlink(path);
+	memset(block, 'x', sizeof(block));
+	/* The blocks exist and are on disk before the clock starts, so
+	 * that each round rewrites data and no metadata. */
+	for (i = 0; i < SYNC_BLOCKS; i++)
+		if (write(fd, block, sizeof(block)) != (ssize_t)sizeof(block))
+			e2e_die("sync: cannot write the scratch file");
+	if (fsync(fd) != 0)
+		e2e_die("sync: fsync failed");
+	t0 = e2e_now();
+	c0 = bench_cpu_self();
+	for (i = 0; i < rounds; i++) {
+		block[0] = (char)('a' + i % 26);
+		if (pwrite(fd, block, sizeof(block),
+		    (off_t)(i % SYNC_BLOCKS) * SYNC_BLOCK) !=
+		    (ssize_t)sizeof(block) || fdatasync(fd) != 0)
+			e2e_die("sync: a write or fdatasync failed");
+	}
+	c1 = bench_cpu_self();
+	t1 = e2e_now();
+	close(fd);
+	printf("BENCH sync_cpu_us %.1f us/sync\n", (c1 - c0) * 1e6 /
+	    (double)rounds);
+	printf("BENCH sync_wall_us %.1f us/sync\n", (t1 - t0) * 1e6 /
+	    (double)rounds);
 	return 0;
 }
 
@@ -1107,9 +1253,15 @@ main(int argc, char *argv[])
 	if (argc == 5 && strcmp(argv[1], "crypto") == 0)
 		return e2e_crypto(argv[2], atoi(argv[3]), atof(argv[4]));
 	if (argc == 9 && strcmp(argv[1], "load") == 0)
-		return e2e_load(argv);
+		return e2e_load(argv, 0);
+	if (argc == 8 && strcmp(argv[1], "ping") == 0)
+		return e2e_load(argv, 1);
+	if (argc == 4 && strcmp(argv[1], "sync") == 0)
+		return e2e_sync(argv[2], atol(argv[3]));
 	fprintf(stderr, "usage: e2e-bench crypto CACERT THREADS SECONDS\n"
 	    "       e2e-bench load HOST PORT SNI CAFILE TOKENFILE CONCURRENCY "
-	    "SECONDS\n");
+	    "SECONDS\n"
+	    "       e2e-bench ping HOST PORT SNI CAFILE CONCURRENCY SECONDS\n"
+	    "       e2e-bench sync DIR ROUNDS\n");
 	return 1;
 }

@@ -9,8 +9,26 @@
 # measured in the same run.  The inventory must hold no pending row and
 # the audit log must verify afterwards, or the bench fails.
 #
+# Then, against the same daemons, the two exchanges every certificate
+# needs besides its crypto: GET /healthz over the same connections (TLS,
+# HTTP, JSON; the policy daemon answers from its own state) and health
+# requests to the signer (its IPC alone; see signer-bench.sh).  And the
+# durable writes: every certificate needs four (the pending row, the
+# audit intent, the audit outcome, the completed row), each after the
+# one before, so one sync covers at most one write of each request in
+# flight: at least 4 / CONCURRENCY syncs per certificate, each at least
+# the cheapest durable write on this file system (e2e-bench sync).  With
+# the CPU time each of these takes, clients and daemons, and that of the
+# crypto, no daemons behind this HTTPS and this IPC can issue faster than
+#     cores / (crypto_cpu + https_ping_cpu + health_cpu
+#              + 4 / CONCURRENCY * sync_cpu)
+# however little the rest costs (policy, CSR handling beyond its
+# signature, SQLite, building, linting, audit records); that rate over
+# the crypto limit is e2e_vs_crypto_limit_ceiling.
+#
 # HSMCA_BENCH_CONCURRENCY (4) connections, HSMCA_BENCH_SECONDS (5) counted
-# after one second of warm-up, HSMCA_BENCH_THREADS (2) crypto threads.
+# after one second of warm-up, HSMCA_BENCH_THREADS (2) crypto threads,
+# HSMCA_BENCH_INFLIGHT (64) signer health requests in flight.
 set -u
 : "${top_srcdir:?}" "${top_builddir:?}"
 HSMCA=$top_builddir/hsmca
@@ -18,8 +36,10 @@ export HSMCA
 seconds=${HSMCA_BENCH_SECONDS:-5}
 conc=${HSMCA_BENCH_CONCURRENCY:-4}
 threads=${HSMCA_BENCH_THREADS:-2}
+inflight=${HSMCA_BENCH_INFLIGHT:-64}
 tap_tmp=$(mktemp -d "${TMPDIR:-/tmp}/hsmca-e2e-bench-XXXXXX")
 bench=$top_builddir/bench/e2e-bench
+sbench=$top_builddir/bench/signer-bench
 # policyd-lib.sh skips (exit 0) without these; a bench must not pass so.
 for t in curl openssl python3 sqlite3; do
 	command -v $t > /dev/null ||
@@ -44,6 +64,8 @@ sed "s/^checkpoint_every = 10$/checkpoint_every = 1000/" "$conf" > "$conf.new" &
 	mv "$conf.new" "$conf"
 "$bench" crypto "$ca/intermediate.pem" "$threads" 1 > "$tap_tmp/crypto" ||
 	fail "crypto measurement failed"
+"$bench" sync "$tap_tmp" 2000 >> "$tap_tmp/crypto" ||
+	fail "the sync measurement failed"
 cat "$tap_tmp/crypto"
 
 signer_start || fail "the signer does not start"
@@ -58,10 +80,32 @@ tokfile=$tap_tmp/bench.token
 (umask 077; token web 1000000 > "$tokfile") || fail "no bootstrap token"
 [ -s "$tokfile" ] || fail "no bootstrap token"
 # The token file is the load client's (root's or ours): mode 0600.
-"$bench" load 127.0.0.1 "$port" ca.example.com "$ca/root.pem" "$tokfile" \
-	"$conc" "$seconds" > "$tap_tmp/load"
+HSMCA_BENCH_SERVER_PID=$pd_real "$bench" load 127.0.0.1 "$port" \
+	ca.example.com "$ca/root.pem" "$tokfile" "$conc" "$seconds" \
+	> "$tap_tmp/load"
 rc=$?
 cat "$tap_tmp/load"
+if [ $rc -eq 0 ]; then
+	HSMCA_BENCH_SERVER_PID=$pd_real "$bench" ping 127.0.0.1 "$port" \
+		ca.example.com "$ca/root.pem" "$conc" "$seconds" > "$tap_tmp/ping"
+	rc=$?
+	cat "$tap_tmp/ping"
+fi
+if [ $rc -eq 0 ]; then
+	# The signer's socket is for the policy daemon's user.
+	if [ -n "$client_user" ]; then
+		cp "$sbench" "$tap_tmp/sbench-client"
+		chmod 0755 "$tap_tmp/sbench-client"
+		runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
+			"$tap_tmp/sbench-client" health "$sock_url" "$mac" \
+			"$inflight" "$seconds" > "$tap_tmp/health"
+	else
+		HSMCA_BENCH_SERVER_PID=$signer_pid "$sbench" health "$sock_url" \
+			"$mac" "$inflight" "$seconds" > "$tap_tmp/health"
+	fi
+	rc=$?
+	cat "$tap_tmp/health"
+fi
 policyd_stop
 prc=$?
 signer_stop
@@ -78,14 +122,21 @@ audit_verify > /dev/null || fail "the audit log does not verify"
 rows=$(as_policy sqlite3 "$ps/inventory.db" \
 	"select count(*) from certificates where status in ('issued', 'revoked')")
 signed=$(grep -c '"type":"issue"' "$st/audit/audit.log")
-awk -v t="$threads" '
+cores=$(getconf _NPROCESSORS_ONLN)
+awk -v t="$threads" -v cores="$cores" -v conc="$conc" '
 	$2 == "e2e_certs_per_s" { e = $3 }
 	$2 == "e2e_crypto_limit_p256_" t "t" { c = $3 }
 	$2 == "raw_sign_p256_" t "t" { r = $3 }
+	$2 == "e2e_crypto_cpu_us" { cc = $3 }
+	$2 == "sync_cpu_us" { sc = $3; have_sc = 1 }
+	$2 ~ /^(https_ping|health)_(client|server)_cpu_us$/ { x += $3; nx++ }
 	END {
 		printf "BENCH e2e_vs_crypto_limit %.3f x\n", e / c
 		printf "BENCH e2e_vs_raw_sign %.3f x\n", e / r
-	}' "$tap_tmp/crypto" "$tap_tmp/load"
+		if (nx == 4 && have_sc && cc + x > 0)
+			printf "BENCH e2e_vs_crypto_limit_ceiling %.3f x\n",
+			    cores * 1e6 / (cc + x + 4 / conc * sc) / c
+	}' "$tap_tmp/crypto" "$tap_tmp/load" "$tap_tmp/ping" "$tap_tmp/health"
 echo "BENCH e2e_inventory_rows $rows certs"
 echo "BENCH e2e_signatures_audited $signed certs"
 # Every signature the signer made is in the inventory (its own TLS

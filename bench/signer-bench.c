@@ -9,7 +9,12 @@
  *	the ceiling no signer can pass on these cores.
  *   signer-bench load URL MACKEY KEYNAME INFLIGHT SECONDS
  *	issue requests through the IPC client with INFLIGHT in flight,
- *	answers counted after one second of warm-up.
+ *	answers counted after one second of warm-up; also the client's own
+ *	CPU time per certificate, which the same cores pay for.
+ *   signer-bench health URL MACKEY INFLIGHT SECONDS
+ *	the same with health requests, the cheapest the signer answers
+ *	(envelope and MAC both ways, decode, dispatch, no key, no audit):
+ *	the rate of the IPC exchange alone.
  *
  * Prints "BENCH <name> <value> <unit>" lines.
  */
@@ -29,6 +34,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "cpu.h"
 #include "ipc.h"
 #include "token.h"
 #include "transport.h"
@@ -136,18 +142,22 @@ crypto_main(void *arg)
 	return NULL;
 }
 
+/* The rate of the threads together, and the CPU time each operation
+ * took (*cpu_per_op, seconds), from this process's own usage. */
 static double
-crypto_rate(struct crypto_run *r, int threads, double seconds)
+crypto_rate(struct crypto_run *r, int threads, double seconds,
+    double *cpu_per_op)
 {
 	pthread_t th[MAX_THREADS];
 	struct crypto_thread ct[MAX_THREADS];
 	unsigned long total = 0;
-	double t0, t1;
+	double t0, t1, c0;
 	int i;
 
 	atomic_store(&r->stop, 0);
 	memset(r->done, 0, sizeof(r->done));
 	t0 = now_s();
+	c0 = bench_cpu_self();
 	for (i = 0; i < threads; i++) {
 		ct[i].run = r;
 		ct[i].index = i;
@@ -163,6 +173,9 @@ crypto_rate(struct crypto_run *r, int threads, double seconds)
 		die("token signing or verification failed");
 	for (i = 0; i < threads; i++)
 		total += r->done[i];
+	if (total == 0)
+		die("no signature in the measurement");
+	*cpu_per_op = (bench_cpu_self() - c0) / (double)total;
 	return (double)total / (t1 - t0);
 }
 
@@ -175,7 +188,7 @@ bench_crypto(const char *certpath, int threads, double seconds)
 	struct token_key *key;
 	FILE *f;
 	X509 *cert;
-	double raw = 0, lim = 0, v;
+	double raw = 0, lim = 0, v, cpu, limcpu = 0;
 	int round;
 
 	memset(&tc, 0, sizeof(tc));
@@ -198,17 +211,21 @@ bench_crypto(const char *certpath, int threads, double seconds)
 		die("the bench expects a P-256 CA key");
 	r.label = token_key_label(key);
 	r.pub = X509_get0_pubkey(cert);
-	/* Alternate the two measurements; keep the best of each. */
+	/* Alternate the two measurements; keep the best of each, and the
+	 * least CPU time a certificate's crypto took. */
 	for (round = 0; round < 3; round++) {
 		r.verify = 0;
-		if ((v = crypto_rate(&r, threads, seconds)) > raw)
+		if ((v = crypto_rate(&r, threads, seconds, &cpu)) > raw)
 			raw = v;
 		r.verify = 1;
-		if ((v = crypto_rate(&r, threads, seconds)) > lim)
+		if ((v = crypto_rate(&r, threads, seconds, &cpu)) > lim)
 			lim = v;
+		if (round == 0 || cpu < limcpu)
+			limcpu = cpu;
 	}
 	printf("BENCH raw_sign_p256_%dt %.0f signs/s\n", threads, raw);
 	printf("BENCH crypto_limit_p256_%dt %.0f certs/s\n", threads, lim);
+	printf("BENCH crypto_cpu_us %.1f us/cert\n", limcpu * 1e6);
 	token_key_free(key);
 	token_close(r.tok);
 	X509_free(cert);
@@ -260,6 +277,24 @@ issue_body(const char *keyname, uint8_t **body, size_t *bodylen)
 }
 
 static int
+health_body(uint64_t n, uint8_t **body, size_t *bodylen)
+{
+	IPC_HEALTH_REQ *req;
+	int ret = -1;
+
+	if ((req = IPC_HEALTH_REQ_new()) != NULL &&
+	    ASN1_INTEGER_set_uint64(req->nonce, n) == 1)
+		ret = ipc_encode(IPC_HEALTH_REQ_it(), req, body, bodylen);
+	IPC_HEALTH_REQ_free(req);
+	return ret;
+}
+
+/*
+ * INFLIGHT requests of one type kept in flight for one second of warm-up
+ * and SECONDS counted; every answer must be the expected type.  Prints
+ * the rate of answers and the client's CPU time per answer.
+ */
+static int
 bench_load(const char *url, const char *keypath, const char *keyname,
     int inflight, double seconds)
 {
@@ -269,16 +304,24 @@ bench_load(const char *url, const char *keypath, const char *keyname,
 	uint8_t key[IPC_KEY_LEN], *bodies[64];
 	size_t bodylens[64];
 	unsigned long counted = 0, refused = 0, timeouts = 0, n = 0;
-	double t0, tstart = 0, tend;
-	int i, counting = 0;
+	double t0, tstart = 0, cstart = 0, sstart = -1, tend, elapsed, cpu;
+	double scpu;
+	int i, counting = 0, health = keyname == NULL;
+	int type = health ? IPC_T_HEALTH_REQ : IPC_T_ISSUE_CERT_REQ;
+	int want = health ? IPC_T_HEALTH_RESP : IPC_T_ISSUE_CERT_RESP;
+	const char *what = health ? "health" : "signer";
 
+	if (inflight < 1 || inflight > 1024 || !(seconds > 0))
+		die("INFLIGHT must be 1 to 1024 and SECONDS above 0");
 	if (ipc_key_load(keypath, key) != 0)
 		die(ipc_error_detail());
 	if (ipc_client_open(url, key, (unsigned int)inflight * 2, &cl) != 0)
 		die(ipc_error_detail());
 	OPENSSL_cleanse(key, sizeof(key));
 	for (i = 0; i < 64; i++)
-		if (issue_body(keyname, &bodies[i], &bodylens[i]) != 0)
+		if ((health ? health_body((uint64_t)i, &bodies[i],
+		    &bodylens[i]) : issue_body(keyname, &bodies[i],
+		    &bodylens[i])) != 0)
 			die("cannot build a request");
 	t0 = now_s();
 	tend = t0 + 1.0 + seconds;
@@ -286,9 +329,8 @@ bench_load(const char *url, const char *keypath, const char *keyname,
 	pfd.events = POLLIN;
 	while (now_s() < tend) {
 		while ((int)ipc_client_inflight(cl) < inflight) {
-			if (ipc_client_send(cl, IPC_T_ISSUE_CERT_REQ,
-			    bodies[n % 64], bodylens[n % 64], NULL, 30000,
-			    NULL, NULL) != 0)
+			if (ipc_client_send(cl, type, bodies[n % 64],
+			    bodylens[n % 64], NULL, 30000, NULL, NULL) != 0)
 				break;
 			n++;
 		}
@@ -297,23 +339,38 @@ bench_load(const char *url, const char *keypath, const char *keyname,
 			if (!counting && now_s() >= t0 + 1.0) {
 				counting = 1;
 				tstart = now_s();
+				cstart = bench_cpu_self();
+				sstart = bench_cpu_server();
 			}
 			if (reply.status != 0)
 				timeouts++;
-			else if (reply.msg.im_type != IPC_T_ISSUE_CERT_RESP)
+			else if (reply.msg.im_type != want)
 				refused++;
 			else if (counting)
 				counted++;
 			ipc_reply_clear(&reply);
 		}
 	}
-	if (!counting || refused != 0 || timeouts != 0) {
+	elapsed = now_s() - tstart;
+	cpu = bench_cpu_self() - cstart;
+	scpu = sstart >= 0 ? bench_cpu_server() : -1;
+	if (!counting || counted == 0 || refused != 0 || timeouts != 0) {
 		fprintf(stderr, "signer-bench: %lu refused, %lu timed out\n",
 		    refused, timeouts);
-		die("the signer did not sign every request");
+		die(health ? "the signer did not answer every health request" :
+		    "the signer did not sign every request");
 	}
-	printf("BENCH signer_certs_per_s %.0f certs/s\n",
-	    (double)counted / (now_s() - tstart));
+	if (health)
+		printf("BENCH health_per_s %.0f answers/s\n",
+		    (double)counted / elapsed);
+	else
+		printf("BENCH signer_certs_per_s %.0f certs/s\n",
+		    (double)counted / elapsed);
+	printf("BENCH %s_client_cpu_us %.1f us/answer\n", what,
+	    cpu * 1e6 / (double)counted);
+	if (scpu >= 0)
+		printf("BENCH %s_server_cpu_us %.1f us/answer\n", what,
+		    (scpu - sstart) * 1e6 / (double)counted);
 	/* Let the answers in flight come back before closing. */
 	for (i = 0; i < 100 && ipc_client_inflight(cl) > 0; i++) {
 		(void)poll(&pfd, 1, 50);
@@ -334,7 +391,11 @@ main(int argc, char *argv[])
 	if (argc == 7 && strcmp(argv[1], "load") == 0)
 		return bench_load(argv[2], argv[3], argv[4], atoi(argv[5]),
 		    atof(argv[6]));
+	if (argc == 6 && strcmp(argv[1], "health") == 0)
+		return bench_load(argv[2], argv[3], NULL, atoi(argv[4]),
+		    atof(argv[5]));
 	fprintf(stderr, "usage: signer-bench crypto CERT THREADS SECONDS\n"
-	    "       signer-bench load URL MACKEY KEYNAME INFLIGHT SECONDS\n");
+	    "       signer-bench load URL MACKEY KEYNAME INFLIGHT SECONDS\n"
+	    "       signer-bench health URL MACKEY INFLIGHT SECONDS\n");
 	return 1;
 }

@@ -4,6 +4,16 @@
 # before the answer, group commit) against the ceiling its mandatory
 # crypto allows on this machine (one token signature and one verification
 # per certificate), measured in the same run.
+#
+# Then, against the same signer, health requests: the IPC exchange alone
+# (envelope and MAC both ways, decode, dispatch, nanomsg both ways; no key,
+# no audit).  The load client reports its own CPU time per answer and the
+# signer's (HSMCA_BENCH_SERVER_PID), the crypto measurement its own per
+# certificate.  Each certificate needs its crypto and one such exchange
+# at least, so no signer behind this IPC can issue faster than
+#     cores / (crypto_cpu + health_client_cpu + health_server_cpu)
+# however little its building, linting and auditing cost; that rate over
+# the crypto limit is signer_vs_crypto_limit_ceiling.
 set -u
 : "${top_srcdir:?}" "${top_builddir:?}"
 HSMCA=$top_builddir/hsmca
@@ -28,23 +38,37 @@ signer_start || { cat "$tap_tmp/signerd.log" >&2; exit 1; }
 if [ -n "$client_user" ]; then
 	cp "$bench" "$tap_tmp/bench-client"
 	chmod 0755 "$tap_tmp/bench-client"
-	runuser -u "$client_user" -- "$tap_tmp/bench-client" load "$sock_url" "$mac" \
-		issuing "$inflight" "$seconds" > "$tap_tmp/load"
+	runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
+		"$tap_tmp/bench-client" load "$sock_url" "$mac" \
+		issuing "$inflight" "$seconds" > "$tap_tmp/load" &&
+	runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
+		"$tap_tmp/bench-client" health "$sock_url" "$mac" \
+		"$inflight" "$seconds" >> "$tap_tmp/load"
 else
-	"$bench" load "$sock_url" "$mac" issuing "$inflight" "$seconds" > "$tap_tmp/load"
+	HSMCA_BENCH_SERVER_PID=$signer_pid "$bench" load "$sock_url" "$mac" \
+		issuing "$inflight" "$seconds" > "$tap_tmp/load" &&
+	HSMCA_BENCH_SERVER_PID=$signer_pid "$bench" health "$sock_url" "$mac" \
+		"$inflight" "$seconds" >> "$tap_tmp/load"
 fi
 rc=$?
 signer_stop
 [ $rc -eq 0 ] || exit 1
 cat "$tap_tmp/load"
 audit_verify > /dev/null || { echo "signer-bench: the audit log does not verify" >&2; exit 1; }
-awk -v t="$threads" '
+cores=$(getconf _NPROCESSORS_ONLN)
+awk -v t="$threads" -v cores="$cores" '
 	$2 == "signer_certs_per_s" { s = $3 }
+	$2 == "crypto_cpu_us" { cc = $3 }
+	$2 == "health_client_cpu_us" { hc = $3 }
+	$2 == "health_server_cpu_us" { hs = $3; have_hs = 1 }
 	$2 == "crypto_limit_p256_" t "t" { c = $3 }
 	$2 == "raw_sign_p256_" t "t" { r = $3 }
 	END {
 		printf "BENCH signer_vs_crypto_limit %.3f x\n", s / c
 		printf "BENCH signer_vs_raw_sign %.3f x\n", s / r
+		if (have_hs && cc + hc + hs > 0)
+			printf "BENCH signer_vs_crypto_limit_ceiling %.3f x\n",
+			    cores * 1e6 / (cc + hc + hs) / c
 	}' "$tap_tmp/crypto" "$tap_tmp/load"
 n=$(grep -c '"type":"issue"' "$st/audit/audit.log")
 s=$(grep -c '"type":"checkpoint"' "$st/audit/audit.log")

@@ -102,6 +102,22 @@ POLICYD=${POLICYD:-$top_builddir/hsmca-policyd}
 POLICYD_RUN=$POLICYD
 HSMCA_RUN=$HSMCA
 policyd_pid=
+# policyd_find PID: the hsmca-policyd processes among PID and the processes
+# under it, three levels deep at most.
+policyd_find() {
+	level=$1 found= depth=0
+	while [ -n "$level" ] && [ $depth -lt 4 ]; do
+		next=
+		for p in $level; do
+			[ "$(cat "/proc/$p/comm" 2>/dev/null)" = hsmca-policyd ] &&
+				found="$found${found:+ }$p"
+			next="$next $(pgrep -P "$p" | tr '\n' ' ')"
+		done
+		level=$(echo $next)
+		depth=$((depth + 1))
+	done
+	echo "$found"
+}
 policyd_start() {
 	rm -f "$ps/port"
 	as_policy env HSMCA_POLICYD_PORT_FILE="$ps/port" "$POLICYD_RUN" -d -c "$pconf" \
@@ -112,8 +128,19 @@ policyd_start() {
 		kill -0 "$policyd_pid" 2>/dev/null || { policyd_pid=; return 1; }
 		if [ -s "$ps/port" ]; then
 			port=$(cat "$ps/port")
-			# runuser does not pass every signal on: signal the daemon.
-			pd_real=$(pgrep -n -f -- "hsmca-policyd -d -c $pconf")
+			# runuser does not pass every signal on: signal the daemon,
+			# the job itself or a process under it (the job's shell,
+			# runuser, the daemon).  Not the newest process whose
+			# command line names the daemon: runuser's names it too,
+			# and when both started in the same clock tick pgrep -n
+			# could pick runuser.
+			pd_real=$(policyd_find "$policyd_pid")
+			case $pd_real in
+			''|*[!0-9]*)
+				echo "# policyd_start: no single hsmca-policyd" \
+				    "under job $policyd_pid: '$pd_real'" >&2
+				return 1 ;;
+			esac
 			return 0
 		fi
 		sleep 0.1

@@ -92,17 +92,15 @@ if [ $rc -eq 0 ]; then
 	cat "$tap_tmp/ping"
 fi
 if [ $rc -eq 0 ]; then
-	# The signer's socket is for the policy daemon's user.
+	# The signer's socket is for the policy daemon's user: as_policy runs
+	# the client so, from a copy next to the daemon's (policyd_setup).
 	if [ -n "$client_user" ]; then
-		cp "$sbench" "$tap_tmp/sbench-client"
-		chmod 0755 "$tap_tmp/sbench-client"
-		runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
-			"$tap_tmp/sbench-client" health "$sock_url" "$mac" \
-			"$inflight" "$seconds" > "$tap_tmp/health"
-	else
-		HSMCA_BENCH_SERVER_PID=$signer_pid "$sbench" health "$sock_url" \
-			"$mac" "$inflight" "$seconds" > "$tap_tmp/health"
+		cp "$sbench" "$tap_tmp/pbin/signer-bench"
+		chmod 0755 "$tap_tmp/pbin/signer-bench"
+		sbench=$tap_tmp/pbin/signer-bench
 	fi
+	as_policy env HSMCA_BENCH_SERVER_PID="$signer_pid" "$sbench" health \
+		"$sock_url" "$mac" "$inflight" "$seconds" > "$tap_tmp/health"
 	rc=$?
 	cat "$tap_tmp/health"
 fi

@@ -35,21 +35,26 @@ sed "s/^checkpoint_every = 10$/checkpoint_every = 1000/" "$conf" > "$conf.new" &
 	{ echo "signer-bench: crypto measurement failed" >&2; exit 1; }
 cat "$tap_tmp/crypto"
 signer_start || { cat "$tap_tmp/signerd.log" >&2; exit 1; }
+# The client runs as the policy daemon's user when there is one (the
+# socket is for that user), from a copy that user can reach.
+client=$bench
 if [ -n "$client_user" ]; then
 	cp "$bench" "$tap_tmp/bench-client"
 	chmod 0755 "$tap_tmp/bench-client"
-	runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
-		"$tap_tmp/bench-client" load "$sock_url" "$mac" \
-		issuing "$inflight" "$seconds" > "$tap_tmp/load" &&
-	runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
-		"$tap_tmp/bench-client" health "$sock_url" "$mac" \
-		"$inflight" "$seconds" >> "$tap_tmp/load"
-else
-	HSMCA_BENCH_SERVER_PID=$signer_pid "$bench" load "$sock_url" "$mac" \
-		issuing "$inflight" "$seconds" > "$tap_tmp/load" &&
-	HSMCA_BENCH_SERVER_PID=$signer_pid "$bench" health "$sock_url" "$mac" \
-		"$inflight" "$seconds" >> "$tap_tmp/load"
+	client=$tap_tmp/bench-client
 fi
+as_client() {
+	if [ -n "$client_user" ]; then
+		runuser -u "$client_user" -- env HSMCA_BENCH_SERVER_PID="$signer_pid" \
+			"$client" "$@"
+	else
+		HSMCA_BENCH_SERVER_PID=$signer_pid "$client" "$@"
+	fi
+}
+as_client load "$sock_url" "$mac" issuing "$inflight" "$seconds" \
+	> "$tap_tmp/load" &&
+	as_client health "$sock_url" "$mac" "$inflight" "$seconds" \
+	>> "$tap_tmp/load"
 rc=$?
 signer_stop
 [ $rc -eq 0 ] || exit 1

@@ -30,6 +30,16 @@
  *	fdatasync (ROUNDS of them, in a scratch file deleted afterwards).
  *	Every durable record of hsmca (an inventory commit, an audit append)
  *	costs at least that much.
+ *   e2e-bench store DIR CERTS BATCH
+ *	the CPU time per certificate of the least inventory SQLite can keep
+ *	as DESIGN.md asks (WAL, synchronous=FULL, in a scratch database in
+ *	DIR): no index; a pending row with the request id inserted, and the
+ *	bootstrap token's use counted, then the row completed with the
+ *	serial and the certificate (DER, as long as an SVID of ours), each
+ *	in a transaction shared by BATCH certificates.  A pending row must
+ *	be durable before its signer request leaves, so BATCH certificates
+ *	in flight share at best one commit of their pending rows and one of
+ *	their completions.
  *
  * The crypto measurement also prints the CPU time one certificate's
  * crypto took, and the load and ping runs the CPU time per answer of the
@@ -60,6 +70,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -1251,6 +1262,137 @@ e2e_sync(const char *dir, long rounds)
 	return 1;
 }
 
+/* --- store -------------------------------------------------------------- */
+
+#define STORE_DER	760	/* bytes: a P-256 SVID of ours is 700-800 */
+
+static int
+store_exec(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK)
+		return 0;
+	fprintf(stderr, "e2e-bench: store: %s: %s\n", sql,
+	    err != NULL ? err : sqlite3_errmsg(db));
+	sqlite3_free(err);
+	return -1;
+}
+
+static int
+store_step(sqlite3 *db, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return 0;
+	fprintf(stderr, "e2e-bench: store: %s\n", sqlite3_errmsg(db));
+	return -1;
+}
+
+static int
+e2e_store(const char *dir, long certs, long batch)
+{
+	static uint8_t der[STORE_DER];
+	char path[PATH_MAX], wal[PATH_MAX + 8], shm[PATH_MAX + 8];
+	uint8_t reqid[16], serial[16];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *ins = NULL, *use = NULL, *upd = NULL;
+	sqlite3_int64 *rows = NULL;
+	double t0, c0, c1;
+	long j, done = 0;
+	int fd, ok = 0;
+
+	if (certs < 1 || certs > 1000000 || batch < 1 || batch > 1024)
+		e2e_die("store: CERTS must be 1 to 1000000 and BATCH 1 to 1024");
+	if ((size_t)snprintf(path, sizeof(path), "%s/e2e-store-XXXXXX", dir) >=
+	    sizeof(path))
+		e2e_die("store: DIR is too long");
+	if ((fd = mkstemp(path)) == -1) {
+		fprintf(stderr, "e2e-bench: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	close(fd);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	if ((rows = calloc((size_t)batch, sizeof(*rows))) == NULL)
+		e2e_die("store: out of memory");
+	RAND_bytes(der, sizeof(der));
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK) {
+		fprintf(stderr, "e2e-bench: store: %s: %s\n", path,
+		    db != NULL ? sqlite3_errmsg(db) : "out of memory");
+		goto out;
+	}
+	if (store_exec(db, "PRAGMA journal_mode = WAL") != 0 ||
+	    store_exec(db, "PRAGMA synchronous = FULL") != 0 ||
+	    store_exec(db, "CREATE TABLE c (id INTEGER PRIMARY KEY, "
+	    "request BLOB NOT NULL, serial BLOB, der BLOB)") != 0 ||
+	    store_exec(db, "CREATE TABLE t (id INTEGER PRIMARY KEY, "
+	    "uses INTEGER NOT NULL)") != 0 ||
+	    store_exec(db, "INSERT INTO t VALUES (1, 0)") != 0 ||
+	    sqlite3_prepare_v2(db, "INSERT INTO c (request) VALUES (?)", -1,
+	    &ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "UPDATE t SET uses = uses + 1 WHERE id = 1",
+	    -1, &use, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "UPDATE c SET serial = ?, der = ? "
+	    "WHERE id = ?", -1, &upd, NULL) != SQLITE_OK) {
+		fprintf(stderr, "e2e-bench: store: %s: %s\n", path,
+		    sqlite3_errmsg(db));
+		goto out;
+	}
+	t0 = e2e_now();
+	c0 = bench_cpu_self();
+	while (done < certs) {
+		long n = certs - done < batch ? certs - done : batch;
+
+		if (store_exec(db, "BEGIN IMMEDIATE") != 0)
+			goto out;
+		for (j = 0; j < n; j++) {
+			RAND_bytes(reqid, sizeof(reqid));
+			if (sqlite3_bind_blob(ins, 1, reqid, sizeof(reqid),
+			    SQLITE_TRANSIENT) != SQLITE_OK ||
+			    store_step(db, ins) != 0 || store_step(db, use) != 0)
+				goto out;
+			rows[j] = sqlite3_last_insert_rowid(db);
+		}
+		if (store_exec(db, "COMMIT") != 0 ||
+		    store_exec(db, "BEGIN IMMEDIATE") != 0)
+			goto out;
+		for (j = 0; j < n; j++) {
+			RAND_bytes(serial, sizeof(serial));
+			der[0] = (uint8_t)(done + j);
+			if (sqlite3_bind_blob(upd, 1, serial, sizeof(serial),
+			    SQLITE_TRANSIENT) != SQLITE_OK ||
+			    sqlite3_bind_blob(upd, 2, der, sizeof(der),
+			    SQLITE_STATIC) != SQLITE_OK ||
+			    sqlite3_bind_int64(upd, 3, rows[j]) != SQLITE_OK ||
+			    store_step(db, upd) != 0)
+				goto out;
+		}
+		if (store_exec(db, "COMMIT") != 0)
+			goto out;
+		done += n;
+	}
+	c1 = bench_cpu_self();
+	printf("BENCH store_floor_cpu_us %.1f us/cert\n", (c1 - c0) * 1e6 /
+	    (double)certs);
+	printf("BENCH store_floor_wall_us %.1f us/cert\n",
+	    (e2e_now() - t0) * 1e6 / (double)certs);
+	ok = 1;
+ out:
+	sqlite3_finalize(ins);
+	sqlite3_finalize(use);
+	sqlite3_finalize(upd);
+	sqlite3_close(db);
+	free(rows);
+	(void)unlink(path);
+	(void)unlink(wal);
+	(void)unlink(shm);
+	return ok ? 0 : 1;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1262,10 +1404,13 @@ main(int argc, char *argv[])
 		return e2e_load(argv, 1);
 	if (argc == 4 && strcmp(argv[1], "sync") == 0)
 		return e2e_sync(argv[2], atol(argv[3]));
+	if (argc == 5 && strcmp(argv[1], "store") == 0)
+		return e2e_store(argv[2], atol(argv[3]), atol(argv[4]));
 	fprintf(stderr, "usage: e2e-bench crypto CACERT THREADS SECONDS\n"
 	    "       e2e-bench load HOST PORT SNI CAFILE TOKENFILE CONCURRENCY "
 	    "SECONDS\n"
 	    "       e2e-bench ping HOST PORT SNI CAFILE CONCURRENCY SECONDS\n"
-	    "       e2e-bench sync DIR ROUNDS\n");
+	    "       e2e-bench sync DIR ROUNDS\n"
+	    "       e2e-bench store DIR CERTS BATCH\n");
 	return 1;
 }

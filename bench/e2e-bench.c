@@ -40,6 +40,12 @@
  *	be durable before its signer request leaves, so BATCH certificates
  *	in flight share at best one commit of their pending rows and one of
  *	their completions.
+ *   e2e-bench json CHAINFILE ROUNDS
+ *	the CPU time of the JSON of one issuance in the policy daemon, with
+ *	jansson as it uses it: the request body as the load run sends it
+ *	(a fresh P-256 CSR) parsed and its fields read, and the 201 answer
+ *	built and written out with the chain of CHAINFILE and a certificate
+ *	as long as its first one.
  *
  * The crypto measurement also prints the CPU time one certificate's
  * crypto took, and the load and ping runs the CPU time per answer of the
@@ -1393,6 +1399,75 @@ e2e_store(const char *dir, long certs, long batch)
 	return ok ? 0 : 1;
 }
 
+/* --- json --------------------------------------------------------------- */
+
+static int
+e2e_json(const char *chainfile, long rounds)
+{
+	static char chain[16384];
+	char cert[8192], *csr, *body, *p;
+	const char *end = "-----END CERTIFICATE-----\n";
+	json_t *j, *a;
+	json_error_t je;
+	size_t n, bodylen;
+	double c0, c1;
+	FILE *f;
+	long i;
+
+	if (rounds < 1 || rounds > 10000000)
+		e2e_die("json: ROUNDS must be 1 to 10000000");
+	if ((f = fopen(chainfile, "r")) == NULL) {
+		fprintf(stderr, "e2e-bench: %s: %s\n", chainfile,
+		    strerror(errno));
+		return 1;
+	}
+	n = fread(chain, 1, sizeof(chain) - 1, f);
+	chain[n] = '\0';
+	if (ferror(f) || !feof(f) || (p = strstr(chain, end)) == NULL ||
+	    (size_t)(p - chain) + strlen(end) >= sizeof(cert)) {
+		fclose(f);
+		fprintf(stderr, "e2e-bench: %s: not a PEM certificate under "
+		    "16 KiB\n", chainfile);
+		return 1;
+	}
+	fclose(f);
+	n = (size_t)(p - chain) + strlen(end);
+	memcpy(cert, chain, n);
+	cert[n] = '\0';
+	if ((csr = e2e_make_csr("json", NULL, NULL)) == NULL)
+		e2e_die("json: cannot make a CSR");
+	if ((j = json_pack("{s:s,s:s,s:s}", "csr", csr, "profile", "svid",
+	    "ttl", "1h")) == NULL ||
+	    (body = json_dumps(j, JSON_COMPACT)) == NULL)
+		e2e_die("json: out of memory");
+	json_decref(j);
+	free(csr);
+	bodylen = strlen(body);
+	c0 = bench_cpu_self();
+	for (i = 0; i < rounds; i++) {
+		if ((j = json_loadb(body, bodylen, JSON_REJECT_DUPLICATES,
+		    &je)) == NULL || !json_is_object(j) ||
+		    json_string_value(json_object_get(j, "csr")) == NULL ||
+		    json_string_value(json_object_get(j, "profile")) == NULL ||
+		    json_string_value(json_object_get(j, "ttl")) == NULL)
+			e2e_die("json: the request does not parse");
+		if ((a = json_pack("{s:s,s:s,s:s,s:s,s:s}", "serial",
+		    "5c0b7e4f1a2d3c4b5a69788796a5b4c3", "certificate", cert,
+		    "chain", chain, "not_before", "2026-11-29T14:00:00Z",
+		    "not_after", "2026-11-30T14:00:00Z")) == NULL ||
+		    (p = json_dumps(a, JSON_COMPACT)) == NULL)
+			e2e_die("json: out of memory");
+		free(p);
+		json_decref(a);
+		json_decref(j);
+	}
+	c1 = bench_cpu_self();
+	free(body);
+	printf("BENCH json_cpu_us %.1f us/cert\n", (c1 - c0) * 1e6 /
+	    (double)rounds);
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1406,11 +1481,14 @@ main(int argc, char *argv[])
 		return e2e_sync(argv[2], atol(argv[3]));
 	if (argc == 5 && strcmp(argv[1], "store") == 0)
 		return e2e_store(argv[2], atol(argv[3]), atol(argv[4]));
+	if (argc == 4 && strcmp(argv[1], "json") == 0)
+		return e2e_json(argv[2], atol(argv[3]));
 	fprintf(stderr, "usage: e2e-bench crypto CACERT THREADS SECONDS\n"
 	    "       e2e-bench load HOST PORT SNI CAFILE TOKENFILE CONCURRENCY "
 	    "SECONDS\n"
 	    "       e2e-bench ping HOST PORT SNI CAFILE CONCURRENCY SECONDS\n"
 	    "       e2e-bench sync DIR ROUNDS\n"
-	    "       e2e-bench store DIR CERTS BATCH\n");
+	    "       e2e-bench store DIR CERTS BATCH\n"
+	    "       e2e-bench json CHAINFILE ROUNDS\n");
 	return 1;
 }

@@ -232,12 +232,16 @@ else
 	sed 's/^/# /' "$tap_tmp/reader.err" | head -10
 fi
 # Every certificate served lived 60 s and was replaced after 2/3 of it
-# less at most 10 %: rotations while the server was up are 34 to 41 s apart.
-check "the rotations while the server was up came 34 to 41 s apart" python3 -c "
+# less at most 10 %: rotations while the server was up are 36 to 40 s
+# apart, give or take the renewal's own time.  Under the sanitizers on a
+# loaded machine that was once 3 s (a gap of 43 in a CI run: due at 40,
+# issued at 42, reloaded at 43), so 33 to 45; a renewal at 5/6 of the
+# lifetime or at expiry (50 s, 60 s) still fails.
+check "the rotations while the server was up came 33 to 45 s apart" python3 -c "
 rows = [l.split() for l in open('$tap_tmp/rotations')]
 t = [int(r[0]) for r in rows]
 gaps = [b - a for a, b in zip(t, t[1:])][:5]
-assert len(gaps) == 5 and all(33 <= g <= 42 for g in gaps), gaps"
+assert len(gaps) == 5 and all(33 <= g <= 45 for g in gaps), gaps"
 check "status shows the last serial and no failure in a row" sh -c "
 	'$HSMCA' agent status -c $conf | grep -Eq '^  serial +$(serial_of "$out/srv.pem")\$' &&
 	'$HSMCA' agent status -c $conf | grep -Eq '^  failures +0 in a row'"

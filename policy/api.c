@@ -1393,26 +1393,19 @@ count_cb(enum store_status st, const char *profile, int64_t n, void *arg)
 }
 
 /* Expiry: issued, unexpired certificates by profile within a window. */
-struct expiry_walk {
-	uint64_t	 n[5];
-	int64_t		 soonest;
-};
+#define EXPIRY_WINDOWS	3
 
-static int
-expiry_row(const struct store_cert *sc, void *arg)
+static void
+expiry_profile(const char *profile, const uint64_t *counts, void *arg)
 {
-	struct expiry_walk *w = arg;
-	int i;
+	uint64_t (*n)[EXPIRY_WINDOWS] = arg;
+	int i, j;
 
-	/* A renewed certificate is replaced: its expiry is no alarm. */
-	if (sc->renewed_by != NULL)
-		return 0;
-
-	if ((i = profile_index(sc->profile)) >= 0)
-		w->n[i]++;
-	if (w->soonest == 0 || sc->not_after < w->soonest)
-		w->soonest = sc->not_after;
-	return 0;
+	/* A profile this daemon does not know is not on its gauges. */
+	if ((i = profile_index(profile)) < 0)
+		return;
+	for (j = 0; j < EXPIRY_WINDOWS; j++)
+		n[i][j] += counts[j];
 }
 
 static void
@@ -1421,49 +1414,44 @@ metrics_expiry(struct policyd *pd, BIO *b)
 	static const struct {
 		const char	*label;
 		int64_t		 seconds;
-	} windows[] = { { "1h", 3600 }, { "24h", 86400 }, { "7d", 7 * 86400 } };
-	struct store_filter f;
-	struct expiry_walk w;
+	} windows[EXPIRY_WINDOWS] = {
+		{ "1h", 3600 }, { "24h", 86400 }, { "7d", 7 * 86400 }
+	};
+	uint64_t n[5][EXPIRY_WINDOWS];
 	int64_t now = (int64_t)time(NULL), soonest = 0;
+	int64_t before[EXPIRY_WINDOWS];
 	struct tm tm;
 	size_t i, k;
-	int j;
+	int j, have;
 	char subject[256];
 	X509 *x;
 
+	memset(n, 0, sizeof(n));
+	for (i = 0; i < EXPIRY_WINDOWS; i++)
+		before[i] = now + windows[i].seconds;
+	/* Counts, not rows: a scrape costs the same whatever the
+	 * certificates hold, and is left out when the store fails. */
+	have = store_expiring(pd->pd_store, now, before, EXPIRY_WINDOWS,
+	    expiry_profile, n, &soonest) == STORE_OK;
+	if (!have)
+		log_warnx("metrics: expiry figures: %s",
+		    store_error(pd->pd_store));
 	BIO_printf(b, "# HELP hsmca_certificates_expiring Issued certificates, "
 	    "neither revoked nor renewed, that expire within the window.\n"
 	    "# TYPE hsmca_certificates_expiring gauge\n");
-	for (i = 0; i < sizeof(windows) / sizeof(windows[0]); i++) {
-		memset(&f, 0, sizeof(f));
-		memset(&w, 0, sizeof(w));
-		f.status = STORE_ISSUED;
-		f.not_after_from = now;
-		f.not_after_before = now + windows[i].seconds;
-		if (store_list(pd->pd_store, &f, expiry_row, &w) != STORE_OK)
-			continue;
-		if (soonest == 0)
-			soonest = w.soonest;
+	for (i = 0; have && i < EXPIRY_WINDOWS; i++)
 		for (j = 0; j < 5; j++)
 			BIO_printf(b, "hsmca_certificates_expiring{profile=\"%s\","
 			    "within=\"%s\"} %llu\n", profile_names[j],
-			    windows[i].label, (unsigned long long)w.n[j]);
-	}
-	/* Nothing within 7 days: the whole walk, rarely needed. */
-	if (soonest == 0) {
-		memset(&f, 0, sizeof(f));
-		memset(&w, 0, sizeof(w));
-		f.status = STORE_ISSUED;
-		f.not_after_from = now;
-		if (store_list(pd->pd_store, &f, expiry_row, &w) == STORE_OK)
-			soonest = w.soonest;
-	}
+			    windows[i].label, (unsigned long long)n[j][i]);
 	BIO_printf(b, "# HELP hsmca_certificate_soonest_expiry_timestamp_seconds "
 	    "The earliest notAfter of the issued certificates neither expired, "
 	    "revoked nor renewed (0: "
 	    "none).\n# TYPE hsmca_certificate_soonest_expiry_timestamp_seconds "
-	    "gauge\nhsmca_certificate_soonest_expiry_timestamp_seconds %lld\n",
-	    (long long)soonest);
+	    "gauge\n");
+	if (have)
+		BIO_printf(b, "hsmca_certificate_soonest_expiry_timestamp_seconds "
+		    "%lld\n", (long long)soonest);
 	BIO_printf(b, "# HELP hsmca_ca_not_after_timestamp_seconds notAfter of "
 	    "each CA certificate in the signer's chains.\n"
 	    "# TYPE hsmca_ca_not_after_timestamp_seconds gauge\n");

@@ -514,6 +514,29 @@ store_count(struct store *s, void (*cb)(enum store_status, const char *,
 }
 
 int
+store_expiring(struct store *s, int64_t now, const int64_t *before, size_t n,
+    void (*cb)(const char *, const uint64_t *, void *), void *arg,
+    int64_t *soonest)
+{
+	size_t i;
+
+	if (s == NULL)
+		return STORE_ERROR;
+	if (cb == NULL || soonest == NULL || before == NULL)
+		return store_fail_arg(s, "expiring: no callback, bounds or "
+		    "result");
+	if (n < 1 || n > STORE_EXPIRY_MAX)
+		return store_fail_arg(s, "expiring: %zu bounds (1 to %d)", n,
+		    STORE_EXPIRY_MAX);
+	for (i = 0; i < n; i++)
+		if (before[i] <= (i == 0 ? now : before[i - 1]))
+			return store_fail_arg(s, "expiring: bound %zu is not "
+			    "after %s", i, i == 0 ? "now" : "the one before");
+	return store_from_backend(s, s->st_ops->so_expiring(s->st_be, now,
+	    before, n, cb, arg, soonest));
+}
+
+int
 store_token_add(struct store *s, const uint8_t hash[32],
     const char *requester, int64_t expires_at, int uses)
 {

@@ -136,6 +136,20 @@ int	store_count(struct store *,
 	    void *arg), void *arg);
 
 /*
+ * The issued certificates, neither revoked nor renewed, that have not
+ * expired at now (not_after >= now), for /metrics without reading whole
+ * rows: for each profile that has any expiring before the last of
+ * before[0..n-1] (1 to STORE_EXPIRY_MAX bounds, ascending, after now),
+ * cb(profile, counts, arg) once, with counts[i] how many expire before
+ * before[i]; and in *soonest the earliest not_after among all of them,
+ * however far (0: none).  The callbacks run after the reading is done.
+ */
+#define STORE_EXPIRY_MAX	8
+int	store_expiring(struct store *, int64_t now, const int64_t *before,
+	    size_t n, void (*cb)(const char *profile, const uint64_t *counts,
+	    void *arg), void *arg, int64_t *soonest);
+
+/*
  * Bootstrap tokens, stored only as SHA-256 of the token text.  A token is
  * bound to one requester, expires, and has a number of uses.
  * store_token_use checks and spends one use in one transaction and copies
@@ -208,6 +222,10 @@ struct store_ops {
 			    int64_t when);
 	int		(*so_count)(void *be, void (*)(enum store_status,
 			    const char *, int64_t, void *), void *arg);
+	int		(*so_expiring)(void *be, int64_t now,
+			    const int64_t *before, size_t n,
+			    void (*)(const char *, const uint64_t *, void *),
+			    void *arg, int64_t *soonest);
 	int		(*so_token_add)(void *be, const uint8_t hash[32],
 			    const char *requester, int64_t expires_at, int uses);
 	int		(*so_token_use)(void *be, const uint8_t hash[32],

@@ -925,6 +925,173 @@ test_count(void **state)
 	assert_int_equal(k.other, 0);
 }
 
+/* store_expiring's answers, by profile. */
+struct expiry {
+	char		profile[16][16];
+	uint64_t	n[16][3];
+	int		calls;
+};
+
+static void
+expiry_cb(const char *profile, const uint64_t *counts, void *arg)
+{
+	struct expiry *e = arg;
+
+	assert_true(e->calls < 16);
+	snprintf(e->profile[e->calls], sizeof(e->profile[0]), "%s", profile);
+	memcpy(e->n[e->calls], counts, sizeof(e->n[0]));
+	e->calls++;
+}
+
+static const uint64_t *
+expiry_of(const struct expiry *e, const char *profile)
+{
+	int i;
+
+	for (i = 0; i < e->calls; i++)
+		if (strcmp(e->profile[i], profile) == 0)
+			return e->n[i];
+	return NULL;
+}
+
+static void
+issue_as(struct fixture *f, unsigned int n, const char *serial,
+    const char *profile, const char *renewed_from, int64_t not_after)
+{
+	int64_t id = add_pending(f, n, "spiffe://e/w", "r", profile,
+	    renewed_from);
+
+	if (store_complete(f->s, id, serial, der_fixed, sizeof(der_fixed), 10,
+	    not_after) != STORE_OK)
+		fail_msg("complete %s: %s", serial, store_error(f->s));
+}
+
+/*
+ * The expiry figures count the issued certificates that are neither
+ * revoked nor renewed nor expired, per profile and bound; the soonest is
+ * over all of them, however far.
+ */
+static void
+test_expiring(void **state)
+{
+	struct fixture *f = *state;
+	const int64_t now = 1000;
+	const int64_t before[3] = { now + 3600, now + 86400, now + 7 * 86400 };
+	const int64_t bad[3] = { now + 3600, now + 3600, now + 7 * 86400 };
+	const int64_t one[1] = { now + 8 * 86400 + 60 };
+	struct expiry e;
+	const uint64_t *c;
+	int64_t soonest;
+
+	open_store(f);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_expiring(f->s, now, before, 3, expiry_cb, &e,
+	    &soonest), STORE_OK);
+	assert_int_equal(e.calls, 0);
+	assert_int_equal(soonest, 0);
+
+	issue_as(f, 1, "a1", "svid", NULL, 2000);		/* 1h */
+	issue_as(f, 2, "a2", "svid", NULL, now + 200000);	/* 7d */
+	issue_as(f, 3, "a3", "svid", NULL, now + 10 * 86400);	/* beyond */
+	issue_as(f, 4, "a4", "peer", NULL, now + 50000);	/* 24h */
+	issue_as(f, 5, "a5", "client", NULL, now);		/* due now */
+	issue_as(f, 6, "a6", "svid", NULL, now - 1);		/* expired */
+	issue_as(f, 7, "a7", "svid", NULL, 1500);
+	assert_int_equal(store_revoke(f->s, "a7", 1, 900), STORE_OK);
+	issue_as(f, 8, "a8", "server", NULL, 1200);		/* renewed: */
+	issue_as(f, 9, "a9", "server", "a8", now + 20 * 86400);
+	add_pending(f, 10, "spiffe://e/p", "r", "subca", NULL);
+
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_expiring(f->s, now, before, 3, expiry_cb, &e,
+	    &soonest), STORE_OK);
+	assert_int_equal(e.calls, 3);
+	assert_non_null(c = expiry_of(&e, "svid"));
+	assert_int_equal(c[0], 1);
+	assert_int_equal(c[1], 1);
+	assert_int_equal(c[2], 2);
+	assert_non_null(c = expiry_of(&e, "peer"));
+	assert_int_equal(c[0], 0);
+	assert_int_equal(c[1], 1);
+	assert_int_equal(c[2], 1);
+	assert_non_null(c = expiry_of(&e, "client"));
+	assert_int_equal(c[0], 1);
+	assert_int_equal(c[1], 1);
+	assert_int_equal(c[2], 1);
+	assert_null(expiry_of(&e, "server"));
+	assert_null(expiry_of(&e, "subca"));
+	assert_int_equal(soonest, now);
+
+	/* One bound, with nothing before it; the soonest is beyond. */
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_expiring(f->s, now + 8 * 86400, one, 1,
+	    expiry_cb, &e, &soonest), STORE_OK);
+	assert_int_equal(e.calls, 0);
+	assert_int_equal(soonest, now + 10 * 86400);
+
+	/* No bound, too many, bounds not after now or not ascending, no
+	 * callback or no result. */
+	assert_int_equal(store_expiring(f->s, now, before, 0, expiry_cb, &e,
+	    &soonest), STORE_ERROR);
+	assert_int_equal(store_expiring(f->s, now + 3600, before, 3, expiry_cb,
+	    &e, &soonest), STORE_ERROR);
+	assert_int_equal(store_expiring(f->s, now, bad, 3, expiry_cb, &e,
+	    &soonest), STORE_ERROR);
+	assert_int_equal(store_expiring(f->s, now, before, STORE_EXPIRY_MAX + 1,
+	    expiry_cb, &e, &soonest), STORE_ERROR);
+	assert_int_equal(store_expiring(f->s, now, before, 3, NULL, &e,
+	    &soonest), STORE_ERROR);
+	assert_int_equal(store_expiring(f->s, now, before, 3, expiry_cb, &e,
+	    NULL), STORE_ERROR);
+	assert_int_equal(store_expiring(NULL, now, before, 3, expiry_cb, &e,
+	    &soonest), STORE_ERROR);
+}
+
+int	sqlstore_list_sql(unsigned int mask, char *sql, size_t sqllen);
+
+/*
+ * Every list walk reads its rows in (not_after, id) order from an index:
+ * a sort would be of every matching row at each step of the walk, which
+ * made a walk of 100000 issued certificates take minutes.  Only a walk
+ * by identity (few rows each) is looked up by its own index and sorted.
+ */
+static void
+test_list_plans(void **state)
+{
+	struct fixture *f = *state;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st;
+	char sql[1024], plan[1024], eqp[1100];
+	const unsigned char *t;
+	unsigned int mask;
+	size_t len;
+
+	open_store(f);
+	assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY,
+	    NULL), SQLITE_OK);
+	for (mask = 0; mask < 32; mask++) {
+		assert_int_equal(sqlstore_list_sql(mask, sql, sizeof(sql)), 0);
+		snprintf(eqp, sizeof(eqp), "EXPLAIN QUERY PLAN %s", sql);
+		assert_int_equal(sqlite3_prepare_v2(db, eqp, -1, &st, NULL),
+		    SQLITE_OK);
+		plan[0] = '\0';
+		while (sqlite3_step(st) == SQLITE_ROW)
+			if ((t = sqlite3_column_text(st, 3)) != NULL &&
+			    (len = strlen(plan)) < sizeof(plan) - 1)
+				snprintf(plan + len, sizeof(plan) - len, "%s; ",
+				    (const char *)t);
+		assert_int_equal(sqlite3_finalize(st), SQLITE_OK);
+		if (mask & 2) {
+			if (strstr(plan, "certificates_identity") == NULL)
+				fail_msg("filters %#x: %s", mask, plan);
+		} else if (strstr(plan, "certificates_not_after") == NULL ||
+		    strstr(plan, "TEMP B-TREE") != NULL)
+			fail_msg("filters %#x: %s", mask, plan);
+	}
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	assert_int_equal(sqlstore_list_sql(0, sql, 16), -1);
+}
+
 static void
 hash_of(uint8_t h[32], unsigned int n)
 {
@@ -1463,6 +1630,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pending_walk, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expiring, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_list_plans, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_spend_with_row,

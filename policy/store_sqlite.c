@@ -1452,6 +1452,7 @@ sqlstore_count(void *be, void (*cb)(enum store_status, const char *, int64_t,
 }
 
 /* store_expiring: a profile's counts, one per bound. */
+#define SQLSTORE_PROFILES_MAX	64
 struct sqlstore_expiry {
 	char		*se_profile;
 	uint64_t	 se_n[STORE_EXPIRY_MAX];
@@ -1490,6 +1491,14 @@ sqlstore_expiring(void *be, int64_t now, const int64_t *before, size_t nb,
 			if (strcmp(ex[i].se_profile, (const char *)t) == 0)
 				break;
 		if (i == n) {
+			/* We write five; a file with many more is not ours
+			 * to walk name by name. */
+			if (n == SQLSTORE_PROFILES_MAX) {
+				(void)sqlstore_fail(sq, STORE_ERROR, "expiring: "
+				    "more than %d profiles",
+				    SQLSTORE_PROFILES_MAX);
+				goto out;
+			}
 			if (n == cap) {
 				cap = cap == 0 ? 8 : cap * 2;
 				if ((grown = reallocarray(ex, cap,

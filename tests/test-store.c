@@ -1045,6 +1045,20 @@ test_expiring(void **state)
 	    NULL), STORE_ERROR);
 	assert_int_equal(store_expiring(NULL, now, before, 3, expiry_cb, &e,
 	    &soonest), STORE_ERROR);
+
+	/* A file with more profile names than any of ours is refused, not
+	 * counted name by name. */
+	raw_exec(f->path, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL "
+	    "SELECT i + 1 FROM c WHERE i < 64) INSERT INTO certificates "
+	    "(request_id, serial, status, requester, rule, profile, key_name, "
+	    "identity, subject, sans, created_at, not_before, not_after, der) "
+	    "SELECT printf('e%031x', i), printf('f%x', i), 'issued', 'r', 'r', "
+	    "'p' || i, 'k', 'i', '', '[]', 1, 1, 2000, x'30' FROM c");
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(store_expiring(f->s, now, before, 3, expiry_cb, &e,
+	    &soonest), STORE_ERROR);
+	assert_non_null(strstr(store_error(f->s), "more than 64 profiles"));
+	assert_int_equal(e.calls, 0);
 }
 
 int	sqlstore_list_sql(unsigned int mask, char *sql, size_t sqllen);

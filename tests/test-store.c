@@ -1066,8 +1066,9 @@ int	sqlstore_list_sql(unsigned int mask, char *sql, size_t sqllen);
 /*
  * Every list walk reads its rows in (not_after, id) order from an index:
  * a sort would be of every matching row at each step of the walk, which
- * made a walk of 100000 issued certificates take minutes.  Only a walk
- * by identity (few rows each) is looked up by its own index and sorted.
+ * made a walk of 100000 issued certificates take minutes.  A walk by
+ * status reads only that status's rows.  Only a walk by identity (few
+ * rows each) is looked up by its own index and sorted.
  */
 static void
 test_list_plans(void **state)
@@ -1098,7 +1099,9 @@ test_list_plans(void **state)
 		if (mask & 2) {
 			if (strstr(plan, "certificates_identity") == NULL)
 				fail_msg("filters %#x: %s", mask, plan);
-		} else if (strstr(plan, "certificates_not_after") == NULL ||
+		} else if (strstr(plan, (mask & 1) ?
+		    "certificates_status_not_after (status=?" :
+		    "certificates_not_after") == NULL ||
 		    strstr(plan, "TEMP B-TREE") != NULL)
 			fail_msg("filters %#x: %s", mask, plan);
 	}
@@ -1405,6 +1408,32 @@ test_renewed_by_index(void **state)
 	assert_string_equal(n, "1");
 }
 
+/* A store made with the index on status alone gets the one on (status,
+ * not_after) instead when it is opened. */
+static void
+test_status_index(void **state)
+{
+	struct fixture *f = *state;
+	const char *q = "SELECT group_concat(name, ',') FROM (SELECT name "
+	    "FROM sqlite_master WHERE type = 'index' AND name LIKE "
+	    "'certificates_status%' ORDER BY name)";
+	char n[128];
+
+	open_store(f);
+	add_issued(f, 1, "a1", 100, "x", "r");
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "certificates_status_not_after");
+	raw_exec(f->path, "DROP INDEX certificates_status_not_after; "
+	    "CREATE INDEX certificates_status ON certificates (status)");
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "certificates_status");
+	reopen_store(f);
+	raw_query(f->path, q, n, sizeof(n));
+	assert_string_equal(n, "certificates_status_not_after");
+	raw_query(f->path, "PRAGMA integrity_check", n, sizeof(n));
+	assert_string_equal(n, "ok");
+}
+
 static void
 test_crl_next(void **state)
 {
@@ -1654,6 +1683,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_renewed_by_index,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status_index, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_crl_next, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_durability_exit, setup,

@@ -1211,6 +1211,26 @@ e2e_load(char *argv[], int ping)
 	return 0;
 }
 
+/* --- scratch files ------------------------------------------------------ */
+
+/* A new file e2e-MODE-XXXXXX in dir, its name in path: the descriptor, or
+ * -1 with the reason printed.  A name too long for path ends the run. */
+static int
+e2e_scratch(const char *mode, const char *dir, char *path, size_t pathlen)
+{
+	char why[64];
+	int fd;
+
+	if ((size_t)snprintf(path, pathlen, "%s/e2e-%s-XXXXXX", dir, mode) >=
+	    pathlen) {
+		snprintf(why, sizeof(why), "%s: DIR is too long", mode);
+		e2e_die(why);
+	}
+	if ((fd = mkstemp(path)) == -1)
+		fprintf(stderr, "e2e-bench: %s: %s\n", path, strerror(errno));
+	return fd;
+}
+
 /* --- sync --------------------------------------------------------------- */
 
 #define SYNC_BLOCK	4096
@@ -1227,13 +1247,8 @@ e2e_sync(const char *dir, long rounds)
 
 	if (rounds < 1 || rounds > 1000000)
 		e2e_die("sync: ROUNDS must be 1 to 1000000");
-	if ((size_t)snprintf(path, sizeof(path), "%s/e2e-sync-XXXXXX", dir) >=
-	    sizeof(path))
-		e2e_die("sync: DIR is too long");
-	if ((fd = mkstemp(path)) == -1) {
-		fprintf(stderr, "e2e-bench: %s: %s\n", path, strerror(errno));
+	if ((fd = e2e_scratch("sync", dir, path, sizeof(path))) == -1)
 		return 1;
-	}
 	memset(block, 'x', sizeof(block));
 	/* The blocks exist and are on disk before the clock starts, so
 	 * that each round rewrites data and no metadata.  The file stays
@@ -1315,13 +1330,8 @@ e2e_store(const char *dir, long certs, long batch)
 
 	if (certs < 1 || certs > 1000000 || batch < 1 || batch > 1024)
 		e2e_die("store: CERTS must be 1 to 1000000 and BATCH 1 to 1024");
-	if ((size_t)snprintf(path, sizeof(path), "%s/e2e-store-XXXXXX", dir) >=
-	    sizeof(path))
-		e2e_die("store: DIR is too long");
-	if ((fd = mkstemp(path)) == -1) {
-		fprintf(stderr, "e2e-bench: %s: %s\n", path, strerror(errno));
+	if ((fd = e2e_scratch("store", dir, path, sizeof(path))) == -1)
 		return 1;
-	}
 	close(fd);
 	snprintf(wal, sizeof(wal), "%s-wal", path);
 	snprintf(shm, sizeof(shm), "%s-shm", path);
